@@ -1,0 +1,50 @@
+/*
+ * fs — the libfuse3 high-level operations, path parsing and main().
+ */
+#ifndef KUDUFS_FS_H
+#define KUDUFS_FS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse.h>
+
+#include "cache/cache.h"
+#include "kudu/kudu.h"
+
+#include <time.h>
+
+/* The FUSE private data: everything the operations need. */
+struct kudufs {
+	struct kudu_config *cfg;
+	struct kudu_client *client;
+	struct cache *cache;
+	time_t mounted_at;
+	uid_t uid;
+	gid_t gid;
+};
+
+enum fs_node_kind {
+	FS_ROOT,
+	FS_META_DIR,     /* .kudufs */
+	FS_STATUS,       /* .kudufs/status.json */
+	FS_APP,
+	FS_PROCESSES,    /* <app>/processes.json */
+	FS_ROLE_LINK,    /* <app>/site, <app>/scm */
+	FS_PROC_DIR,
+	FS_DETAILS,
+	FS_DUMP,
+};
+
+struct fs_node {
+	enum fs_node_kind kind;
+	size_t app;
+	int pid;
+	enum cache_role role;
+	enum kudu_dump_type dump;
+};
+
+extern const struct fuse_operations fs_operations;
+
+/* Parse and validate a path (may fetch the app's process list). */
+int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node);
+
+#endif

@@ -1,0 +1,345 @@
+/*
+ * kudufs main: option parsing (fuse_opt), --check, mount and teardown.
+ *
+ * Threads do not survive fork(), so the pre-mount check runs on a client
+ * of its own that is freed before fuse_daemonize(); the serving client and
+ * its transfer thread are created afterwards.
+ */
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+enum {
+	KEY_HELP, KEY_VERSION, KEY_CHECK, KEY_FG, KEY_DEBUG, KEY_SINGLE,
+	KEY_APP, KEY_APP_EQ, KEY_CONFIG, KEY_CONFIG_EQ, KEY_KUDU_OPT, KEY_CONFIG_OPT,
+	KEY_INSECURE,
+};
+
+struct options {
+	struct kudu_config *cfg;
+	char *config;
+	char **apps;
+	size_t napps;
+	char *mountpoint;
+	int nonopts;
+	int help, version, check, foreground, debug, single;
+	char **kudu_opts;           /* key=value, applied after the config file */
+	size_t nkudu_opts;
+	char err[KUDU_ERRLEN];
+};
+
+static const struct fuse_opt option_spec[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("--check", KEY_CHECK),
+	FUSE_OPT_KEY("-f", KEY_FG),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_KEY("--app ", KEY_APP),
+	FUSE_OPT_KEY("--app=", KEY_APP_EQ),
+	FUSE_OPT_KEY("--config ", KEY_CONFIG),
+	FUSE_OPT_KEY("--config=", KEY_CONFIG_EQ),
+	FUSE_OPT_KEY("config=", KEY_CONFIG_OPT),
+	FUSE_OPT_KEY("cache_dir=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("cache_max=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("dump_ttl=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("list_ttl=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("detail_ttl=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("negative_ttl=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("connect_timeout=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("first_byte_timeout=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("stall_timeout=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("max_conns=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("insecure", KEY_INSECURE),
+	FUSE_OPT_END
+};
+
+static void usage(FILE *out, const char *prog)
+{
+	fprintf(out,
+"usage: %s [-f] [-d] [-s] [-o OPT[,OPT...]] [--config FILE] [--app NAME[=URL]]... MOUNTPOINT\n"
+"       %s --check [--config FILE] [--app NAME[=URL]]...\n"
+"       %s --version | --help\n"
+"\n"
+"Mounts the processes of Azure App Service apps (Kudu's /api/processes) read-only:\n"
+"MOUNT/<app>/<name>-<pid>/{details.json,minidump.dmp,fulldump.dmp}.\n"
+"\n"
+"  -f                     stay in the foreground\n"
+"  -d                     debug output (implies -f; never prints credentials)\n"
+"  -s                     single-threaded\n"
+"  --app NAME[=URL]       add an app; URL defaults to https://NAME.scm.azurewebsites.net\n"
+"  --config FILE          INI config (default $XDG_CONFIG_HOME/kudufs/config)\n"
+"  --check                resolve config and credentials, list each app once, report\n"
+"\n"
+"  -o config=FILE  cache_dir=DIR  cache_max=SIZE (20G)  dump_ttl=SECS (600)\n"
+"     list_ttl=SECS (10)  detail_ttl=SECS (30)  negative_ttl=SECS (2)\n"
+"     connect_timeout=SECS (30)  first_byte_timeout=SECS (900)  stall_timeout=SECS (60)\n"
+"     max_conns=N (8)  insecure  ca_file=FILE, plus the usual FUSE mount options\n"
+"\n"
+"Credentials, first that applies: [app NAME] user + password_file|password_command|\n"
+"token_command; KUDUFS_USER/KUDUFS_PASSWORD (one app); ~/.netrc.\n",
+		prog, prog, prog);
+}
+
+static int push(char ***arr, size_t *n, const char *s)
+{
+	char **a = realloc(*arr, (*n + 1) * sizeof(**arr));
+
+	if (!a)
+		return -1;
+	*arr = a;
+	if (!(a[*n] = strdup(s)))
+		return -1;
+	(*n)++;
+	return 0;
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_HELP: o->help = 1; return 0;
+	case KEY_VERSION: o->version = 1; return 0;
+	case KEY_CHECK: o->check = 1; return 0;
+	case KEY_FG: o->foreground = 1; return 0;
+	case KEY_DEBUG: o->debug = o->foreground = 1; return 1; /* libfuse prints requests */
+	case KEY_SINGLE: o->single = 1; return 0;
+	case KEY_APP: return push(&o->apps, &o->napps, arg + strlen("--app")) ? -1 : 0;
+	case KEY_APP_EQ: return push(&o->apps, &o->napps, arg + strlen("--app=")) ? -1 : 0;
+	case KEY_CONFIG:
+	case KEY_CONFIG_EQ:
+	case KEY_CONFIG_OPT: {
+		const char *v = strchr(arg, '=') && key != KEY_CONFIG ? strchr(arg, '=') + 1
+								       : arg + strlen("--config");
+		free(o->config);
+		o->config = strdup(v);
+		return o->config ? 0 : -1;
+	}
+	case KEY_KUDU_OPT: return push(&o->kudu_opts, &o->nkudu_opts, arg) ? -1 : 0;
+	case KEY_INSECURE: return push(&o->kudu_opts, &o->nkudu_opts, "insecure=1") ? -1 : 0;
+	case FUSE_OPT_KEY_NONOPT:
+		/* mount.fuse3 passes "SOURCE MOUNTPOINT": the last one wins */
+		o->nonopts++;
+		if (o->nonopts > 2) {
+			snprintf(o->err, sizeof(o->err), "unexpected argument '%s'", arg);
+			return -1;
+		}
+		free(o->mountpoint);
+		o->mountpoint = strdup(arg);
+		return 0;
+	default:
+		if (arg[0] == '-' && arg[1] == '-') {
+			snprintf(o->err, sizeof(o->err), "unknown option '%s'", arg);
+			return -1;
+		}
+		return 1; /* a FUSE option */
+	}
+}
+
+static void free_options(struct options *o)
+{
+	for (size_t i = 0; i < o->napps; i++)
+		free(o->apps[i]);
+	for (size_t i = 0; i < o->nkudu_opts; i++)
+		free(o->kudu_opts[i]);
+	free(o->apps);
+	free(o->kudu_opts);
+	free(o->config);
+	free(o->mountpoint);
+}
+
+/* Config file, then -o options, then --app: later sources override. */
+static int build_config(struct options *o, struct kudu_config *cfg, char *err, size_t errlen)
+{
+	char *path = o->config ? strdup(o->config) : kudu_config_default_path();
+	int rc;
+
+	if (path) {
+		rc = kudu_config_load(cfg, path, o->config != NULL, err, errlen);
+		free(path);
+		if (rc < 0)
+			return rc;
+	}
+	for (size_t i = 0; i < o->nkudu_opts; i++) {
+		char key[64], e[KUDU_ERRLEN - 8];
+		const char *eq = strchr(o->kudu_opts[i], '=');
+		size_t kl = (size_t)(eq - o->kudu_opts[i]);
+
+		if (!eq || kl >= sizeof(key))
+			continue;
+		memcpy(key, o->kudu_opts[i], kl);
+		key[kl] = '\0';
+		if (kudu_config_set(cfg, key, eq + 1, e, sizeof(e)) < 0) {
+			snprintf(err, errlen, "-o %s", e);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < o->napps; i++) {
+		rc = kudu_config_add_app(cfg, o->apps[i], err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	cfg->debug = o->debug;
+	return kudu_config_resolve_credentials(cfg, err, errlen);
+}
+
+/* One list request per app; prints "NAME: OK n processes" or the error. */
+static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
+{
+	struct kudu_client *client;
+	int failed = 0;
+	int rc = kudu_client_new(&client, cfg);
+
+	if (rc < 0) {
+		fprintf(stderr, "kudufs: cannot start the HTTP client: %s\n", strerror(-rc));
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->napps; i++) {
+		struct kudu_app *app = cfg->apps[i];
+		char url[1024], err[KUDU_ERRLEN];
+		char *body = NULL;
+		size_t len = 0;
+
+		kudu_url_list(app, url, sizeof(url));
+		rc = kudu_client_get_json(client, app, url, &body, &len, err, sizeof(err));
+		if (rc == 0) {
+			json_error_t jerr;
+			json_t *root = json_loadb(body, len, 0, &jerr);
+			json_t *arr = (root && json_is_object(root)) ? json_object_get(root, "value") : root;
+
+			if (arr && json_is_array(arr)) {
+				if (!quiet_ok)
+					fprintf(out, "%s: OK %zu processes\n", app->name, json_array_size(arr));
+			} else {
+				fprintf(out, "%s: malformed process list from %s\n", app->name, url);
+				failed++;
+			}
+			json_decref(root);
+			free(body);
+		} else {
+			fprintf(out, "%s: %s\n", app->name, err);
+			failed++;
+		}
+	}
+	kudu_client_free(client);
+	return failed ? -1 : 0;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = { 0 };
+	struct kudu_config cfg;
+	struct kudufs k = { 0 };
+	struct fuse *fuse = NULL;
+	char err[KUDU_ERRLEN] = "";
+	int ret = 1;
+
+	kudu_config_init(&cfg);
+	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) < 0) {
+		fprintf(stderr, "kudufs: %s (try --help)\n", o.err[0] ? o.err : "invalid arguments");
+		ret = 2;
+		goto out;
+	}
+	if (o.help) {
+		usage(stdout, "kudufs");
+		ret = 0;
+		goto out;
+	}
+	if (o.version) {
+		printf("kudufs %s (libfuse %d, %s)\n", KUDUFS_VERSION, fuse_version(), curl_version());
+		ret = 0;
+		goto out;
+	}
+	if (!o.check && !o.mountpoint) {
+		fprintf(stderr, "kudufs: no mountpoint given (try --help)\n");
+		ret = 2;
+		goto out;
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (build_config(&o, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kudufs: %s\n", err);
+		ret = 1;
+		goto out_curl;
+	}
+	if (cfg.insecure)
+		fprintf(stderr, "kudufs: WARNING: 'insecure' is set: TLS certificates are NOT verified; "
+				"anyone on the path can read your credentials and dumps\n");
+	if (o.check) {
+		ret = check_apps(&cfg, stdout, false) == 0 ? 0 : 1;
+		goto out_curl;
+	}
+	if (check_apps(&cfg, stderr, true) < 0) {
+		fprintf(stderr, "kudufs: not mounting %s\n", o.mountpoint);
+		ret = 1;
+		goto out_curl;
+	}
+
+	k.cfg = &cfg;
+	k.mounted_at = time(NULL);
+	k.uid = getuid();
+	k.gid = getgid();
+	fuse_opt_add_arg(&args, "-o");
+	fuse_opt_add_arg(&args, "ro,default_permissions,fsname=kudufs,subtype=kudufs");
+	fuse = fuse_new(&args, &fs_operations, sizeof(fs_operations), &k);
+	if (!fuse)
+		goto out_curl;
+	if (fuse_mount(fuse, o.mountpoint) != 0)
+		goto out_fuse;
+	if (fuse_daemonize(o.foreground) != 0)
+		goto out_unmount;
+	if (kudu_client_new(&k.client, &cfg) < 0) {
+		fprintf(stderr, "kudufs: cannot start the HTTP client\n");
+		goto out_unmount;
+	}
+	if (cache_new(&k.cache, &cfg, k.client, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kudufs: %s\n", err);
+		goto out_client;
+	}
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_cache;
+
+	if (o.single) {
+		ret = fuse_loop(fuse);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		/* each waiting dump reader holds a thread; leave room for metadata */
+		fuse_loop_cfg_set_max_threads(lc, 64);
+		fuse_loop_cfg_set_idle_threads(lc, 10);
+		ret = fuse_loop_mt(fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	ret = ret ? 1 : 0;
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_cache:
+	/* stop transfers before freeing captures their callbacks point into */
+	kudu_client_free(k.client);
+	k.client = NULL;
+	cache_free(k.cache);
+out_client:
+	kudu_client_free(k.client);
+out_unmount:
+	fuse_unmount(fuse);
+out_fuse:
+	fuse_destroy(fuse);
+out_curl:
+	curl_global_cleanup();
+out:
+	fuse_opt_free_args(&args);
+	free_options(&o);
+	kudu_config_free(&cfg);
+	return ret;
+}

@@ -1,0 +1,538 @@
+/*
+ * FUSE operations: a read-only tree over cache/.
+ *
+ *   /.kudufs/status.json
+ *   /<app>/processes.json, /<app>/site, /<app>/scm
+ *   /<app>/<name>-<pid>/{details.json,minidump.dmp,fulldump.dmp}
+ *
+ * JSON files are opened with direct_io and served from a snapshot taken at
+ * open, so a refresh between stat and read can never truncate them. Dump
+ * files use direct_io until their capture is complete (size 0 until then).
+ */
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define XATTR_PREFIX "user.kudufs."
+
+static struct kudufs *fs_self(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static int find_app(const struct kudufs *k, const char *name, size_t len, size_t *app)
+{
+	for (size_t i = 0; i < k->cfg->napps; i++) {
+		const char *n = k->cfg->apps[i]->name;
+		if (strlen(n) == len && !memcmp(n, name, len)) {
+			*app = i;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* Does <app>/<dir> name a listed, not-vanished process? */
+static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t len, int *pid)
+{
+	struct cache_list *l;
+	const struct cache_proc *p;
+	char name[512];
+	int rc;
+
+	if (len >= sizeof(name))
+		return -ENOENT;
+	memcpy(name, dir, len);
+	name[len] = '\0';
+	rc = cache_get_list(k->cache, app, &l);
+	if (rc < 0)
+		return rc; /* a network error is never ENOENT */
+	p = cache_list_find_dir(l, name);
+	rc = p ? 0 : -ENOENT;
+	if (p) {
+		*pid = p->pid;
+		if (cache_proc_gone(k->cache, app, p->pid))
+			rc = -ENOENT;
+	}
+	cache_list_put(l);
+	return rc;
+}
+
+int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
+{
+	const char *seg[4];
+	size_t len[4];
+	int n = 0;
+	int rc;
+
+	memset(node, 0, sizeof(*node));
+	for (const char *p = path; *p;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		if (n == 4)
+			return -ENOENT;
+		seg[n] = p;
+		while (*p && *p != '/')
+			p++;
+		len[n] = (size_t)(p - seg[n]);
+		n++;
+	}
+#define SEG_IS(i, s) (len[i] == strlen(s) && !memcmp(seg[i], s, len[i]))
+	if (n == 0) {
+		node->kind = FS_ROOT;
+		return 0;
+	}
+	if (SEG_IS(0, ".kudufs")) {
+		if (n == 1)
+			node->kind = FS_META_DIR;
+		else if (n == 2 && SEG_IS(1, "status.json"))
+			node->kind = FS_STATUS;
+		else
+			return -ENOENT;
+		return 0;
+	}
+	if (find_app(k, seg[0], len[0], &node->app) < 0)
+		return -ENOENT;
+	if (n == 1) {
+		node->kind = FS_APP;
+		return 0;
+	}
+	if (n == 2 && SEG_IS(1, "processes.json")) {
+		node->kind = FS_PROCESSES;
+		return 0;
+	}
+	if (n == 2 && (SEG_IS(1, "site") || SEG_IS(1, "scm"))) {
+		node->kind = FS_ROLE_LINK;
+		node->role = SEG_IS(1, "scm") ? CACHE_ROLE_SCM : CACHE_ROLE_SITE;
+		return 0;
+	}
+	rc = check_proc_dir(k, node->app, seg[1], len[1], &node->pid);
+	if (rc < 0)
+		return rc;
+	if (n == 2) {
+		node->kind = FS_PROC_DIR;
+		return 0;
+	}
+	if (n != 3)
+		return -ENOENT;
+	if (SEG_IS(2, "details.json"))
+		node->kind = FS_DETAILS;
+	else if (SEG_IS(2, "minidump.dmp"))
+		node->kind = FS_DUMP, node->dump = KUDU_DUMP_MINI;
+	else if (SEG_IS(2, "fulldump.dmp"))
+		node->kind = FS_DUMP, node->dump = KUDU_DUMP_FULL;
+	else
+		return -ENOENT;
+	return 0;
+#undef SEG_IS
+}
+
+static void fill_stat(const struct kudufs *k, struct stat *st, mode_t mode, off_t size)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = mode;
+	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+	st->st_uid = k->uid;
+	st->st_gid = k->gid;
+	st->st_size = size;
+	st->st_blksize = 1 << 20;
+	st->st_blocks = (size + 511) / 512;
+	st->st_atime = st->st_mtime = st->st_ctime = k->mounted_at;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_node n;
+	int rc = fs_parse_path(k, path, &n);
+
+	(void)fi;
+	if (rc < 0)
+		return rc;
+	switch (n.kind) {
+	case FS_ROOT:
+	case FS_META_DIR:
+	case FS_APP:
+	case FS_PROC_DIR:
+		fill_stat(k, st, S_IFDIR | 0555, 0);
+		return 0;
+	case FS_STATUS: {
+		char *s = cache_status_json(k->cache);
+		fill_stat(k, st, S_IFREG | 0444, s ? (off_t)strlen(s) : 0);
+		free(s);
+		return 0;
+	}
+	case FS_PROCESSES: {
+		struct cache_list *l;
+		rc = cache_get_list(k->cache, n.app, &l);
+		if (rc < 0)
+			return rc;
+		fill_stat(k, st, S_IFREG | 0444, (off_t)l->raw_len);
+		cache_list_put(l);
+		return 0;
+	}
+	case FS_ROLE_LINK: {
+		char target[512];
+		rc = cache_find_role(k->cache, n.app, n.role, target, sizeof(target));
+		if (rc < 0)
+			return rc;
+		fill_stat(k, st, S_IFLNK | 0777, (off_t)strlen(target));
+		return 0;
+	}
+	case FS_DETAILS: {
+		struct cache_blob *b;
+		rc = cache_get_details(k->cache, n.app, n.pid, &b);
+		if (rc < 0)
+			return rc;
+		fill_stat(k, st, S_IFREG | 0444, (off_t)b->len);
+		cache_blob_put(b);
+		return 0;
+	}
+	case FS_DUMP: {
+		uint64_t size = 0;
+		if (cache_capture_size(k->cache, n.app, n.pid, n.dump, &size) < 0)
+			size = 0; /* unknown until a capture completes */
+		fill_stat(k, st, S_IFREG | 0400, (off_t)size);
+		return 0;
+	}
+	}
+	return -ENOENT;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+	struct kudufs *k = fs_self();
+	struct fs_node n;
+	int rc = fs_parse_path(k, path, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n.kind != FS_ROLE_LINK)
+		return -EINVAL;
+	return cache_find_role(k->cache, n.app, n.role, buf, size);
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct kudufs *k = fs_self();
+	struct fs_node n;
+	int rc = fs_parse_path(k, path, &n);
+
+	(void)off;
+	(void)fi;
+	(void)flags;
+	if (rc < 0)
+		return rc;
+	fill(buf, ".", NULL, 0, 0);
+	fill(buf, "..", NULL, 0, 0);
+	switch (n.kind) {
+	case FS_ROOT:
+		fill(buf, ".kudufs", NULL, 0, 0);
+		for (size_t i = 0; i < k->cfg->napps; i++)
+			fill(buf, k->cfg->apps[i]->name, NULL, 0, 0);
+		return 0;
+	case FS_META_DIR:
+		fill(buf, "status.json", NULL, 0, 0);
+		return 0;
+	case FS_APP: {
+		struct cache_list *l;
+		bool roles = false;
+
+		rc = cache_get_list(k->cache, n.app, &l);
+		if (rc < 0)
+			return rc;
+		/* so a grep over every details.json right after is served from cache */
+		cache_prefetch_details(k->cache, n.app, l);
+		fill(buf, "processes.json", NULL, 0, 0);
+		for (size_t i = 0; i < l->nprocs; i++) {
+			const struct cache_proc *p = &l->procs[i];
+			if (!strcasecmp(p->name, "w3wp") || !strcasecmp(p->name, "dotnet"))
+				roles = true;
+			if (!cache_proc_gone(k->cache, n.app, p->pid))
+				fill(buf, p->dirname, NULL, 0, 0);
+		}
+		if (roles) {
+			fill(buf, "scm", NULL, 0, 0);
+			fill(buf, "site", NULL, 0, 0);
+		}
+		cache_list_put(l);
+		return 0;
+	}
+	case FS_PROC_DIR:
+		fill(buf, "details.json", NULL, 0, 0);
+		fill(buf, "fulldump.dmp", NULL, 0, 0);
+		fill(buf, "minidump.dmp", NULL, 0, 0);
+		return 0;
+	default:
+		return -ENOTDIR;
+	}
+}
+
+/* What an open file handle holds. */
+struct fs_handle {
+	enum fs_node_kind kind;
+	struct fs_node node;
+	char *data;                 /* JSON snapshot (owned, or from blob/list) */
+	size_t len;
+	struct cache_blob *blob;
+	struct cache_list *list;
+	struct capture *cap;        /* dump: taken on first read */
+};
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_handle *h;
+	struct fs_node n;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EROFS;
+	rc = fs_parse_path(k, path, &n);
+	if (rc < 0)
+		return rc;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->kind = n.kind;
+	h->node = n;
+	fi->direct_io = 1;
+	switch (n.kind) {
+	case FS_STATUS:
+		h->data = cache_status_json(k->cache);
+		h->len = h->data ? strlen(h->data) : 0;
+		break;
+	case FS_PROCESSES:
+		rc = cache_get_list(k->cache, n.app, &h->list);
+		if (rc == 0) {
+			h->data = h->list->raw;
+			h->len = h->list->raw_len;
+		}
+		break;
+	case FS_DETAILS:
+		rc = cache_get_details(k->cache, n.app, n.pid, &h->blob);
+		if (rc == 0) {
+			h->data = h->blob->data;
+			h->len = h->blob->len;
+		}
+		break;
+	case FS_DUMP: {
+		uint64_t size;
+		/* nothing is fetched on open: a dump pauses the process */
+		if (cache_capture_size(k->cache, n.app, n.pid, n.dump, &size) == 0)
+			fi->direct_io = 0;
+		break;
+	}
+	default:
+		rc = -EISDIR;
+		break;
+	}
+	if (rc < 0) {
+		cache_blob_put(h->blob);
+		cache_list_put(h->list);
+		free(h);
+		return rc;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off,
+		   struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	int rc;
+
+	(void)path;
+	if (h->kind == FS_DUMP) {
+		if (!h->cap) {
+			rc = cache_capture_acquire(k->cache, h->node.app, h->node.pid, h->node.dump,
+						   &h->cap);
+			if (rc < 0)
+				return rc;
+		}
+		ssize_t r = cache_capture_read(k->cache, h->cap, buf, size, off, fuse_interrupted);
+		return r < 0 ? (int)r : (int)r;
+	}
+	if (off < 0 || (size_t)off >= h->len)
+		return 0;
+	if (size > h->len - (size_t)off)
+		size = h->len - (size_t)off;
+	memcpy(buf, h->data + off, size);
+	return (int)size;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (!h)
+		return 0;
+	if (h->cap)
+		cache_capture_release(k->cache, h->cap);
+	if (h->kind == FS_STATUS)
+		free(h->data);
+	cache_blob_put(h->blob);
+	cache_list_put(h->list);
+	free(h);
+	return 0;
+}
+
+static int op_unlink(const char *path)
+{
+	struct kudufs *k = fs_self();
+	struct fs_node n;
+	int rc = fs_parse_path(k, path, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n.kind != FS_DUMP)
+		return -EROFS;
+	/* rm of a dump file forgets its capture; the next read fetches anew */
+	return cache_capture_drop(k->cache, n.app, n.pid, n.dump);
+}
+
+static const char *const xattr_names[] = { "state", "bytes", "url", "error", "filename" };
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	struct kudufs *k = fs_self();
+	struct capture_info info;
+	struct fs_node n;
+	char num[32];
+	const char *v;
+	size_t len;
+	int rc = fs_parse_path(k, path, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n.kind != FS_DUMP || strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
+		return -ENODATA;
+	name += strlen(XATTR_PREFIX);
+	cache_capture_get_info(k->cache, n.app, n.pid, n.dump, &info);
+	if (!strcmp(name, "state")) {
+		v = cache_state_name(info.state);
+	} else if (!strcmp(name, "bytes")) {
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)info.bytes);
+		v = num;
+	} else if (!strcmp(name, "url")) {
+		v = info.url;
+	} else if (!strcmp(name, "error")) {
+		v = info.error;
+	} else if (!strcmp(name, "filename")) {
+		v = info.filename;
+	} else {
+		return -ENODATA;
+	}
+	len = strlen(v);
+	if (size == 0)
+		return (int)len;
+	if (size < len)
+		return -ERANGE;
+	memcpy(value, v, len);
+	return (int)len;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size)
+{
+	struct kudufs *k = fs_self();
+	struct fs_node n;
+	size_t need = 0;
+	int rc = fs_parse_path(k, path, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n.kind != FS_DUMP)
+		return 0;
+	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+		need += strlen(XATTR_PREFIX) + strlen(xattr_names[i]) + 1;
+	if (size == 0)
+		return (int)need;
+	if (size < need)
+		return -ERANGE;
+	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+		list += sprintf(list, "%s%s", XATTR_PREFIX, xattr_names[i]) + 1;
+	return (int)need;
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+	(void)path;
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = sv->f_frsize = 1 << 20;
+	sv->f_namemax = 255;
+	sv->f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+	return 0;
+}
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	(void)conn;
+	cfg->entry_timeout = 1;
+	cfg->attr_timeout = 1;
+	cfg->negative_timeout = 0;
+	cfg->use_ino = 0;
+	cfg->nullpath_ok = 1;
+	return fuse_get_context()->private_data;
+}
+
+/* Every write-type operation: the tree mirrors the server, read-only. */
+static int op_erofs_path(const char *path, mode_t mode) { (void)path; (void)mode; return -EROFS; }
+static int op_erofs_dev(const char *p, mode_t m, dev_t d) { (void)p; (void)m; (void)d; return -EROFS; }
+static int op_erofs_path1(const char *path) { (void)path; return -EROFS; }
+static int op_erofs_2(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int op_erofs_rename(const char *a, const char *b, unsigned int f)
+{ (void)a; (void)b; (void)f; return -EROFS; }
+static int op_erofs_chmod(const char *p, mode_t m, struct fuse_file_info *fi)
+{ (void)p; (void)m; (void)fi; return -EROFS; }
+static int op_erofs_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi)
+{ (void)p; (void)u; (void)g; (void)fi; return -EROFS; }
+static int op_erofs_truncate(const char *p, off_t o, struct fuse_file_info *fi)
+{ (void)p; (void)o; (void)fi; return -EROFS; }
+static int op_erofs_write(const char *p, const char *b, size_t s, off_t o, struct fuse_file_info *fi)
+{ (void)p; (void)b; (void)s; (void)o; (void)fi; return -EROFS; }
+static int op_erofs_create(const char *p, mode_t m, struct fuse_file_info *fi)
+{ (void)p; (void)m; (void)fi; return -EROFS; }
+static int op_erofs_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi)
+{ (void)p; (void)tv; (void)fi; return -EROFS; }
+static int op_erofs_setxattr(const char *p, const char *n, const char *v, size_t s, int f)
+{ (void)p; (void)n; (void)v; (void)s; (void)f; return -EROFS; }
+static int op_erofs_removexattr(const char *p, const char *n) { (void)p; (void)n; return -EROFS; }
+
+const struct fuse_operations fs_operations = {
+	.init = op_init,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.unlink = op_unlink,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.statfs = op_statfs,
+	.mkdir = op_erofs_path,
+	.mknod = op_erofs_dev,
+	.rmdir = op_erofs_path1,
+	.symlink = op_erofs_2,
+	.link = op_erofs_2,
+	.rename = op_erofs_rename,
+	.chmod = op_erofs_chmod,
+	.chown = op_erofs_chown,
+	.truncate = op_erofs_truncate,
+	.write = op_erofs_write,
+	.create = op_erofs_create,
+	.utimens = op_erofs_utimens,
+	.setxattr = op_erofs_setxattr,
+	.removexattr = op_erofs_removexattr,
+};

@@ -1,0 +1,734 @@
+/*
+ * The Kudu HTTP client: one transfer thread drives a libcurl multi handle.
+ *
+ * Callers hand in a struct kudu_request and get on_done() back from the
+ * transfer thread. JSON requests are limited to max_conns at once (the
+ * details prefetch of a big app would otherwise open hundreds of sockets);
+ * dump requests are never held back here, the cache serialises them per app.
+ *
+ * Timeouts are checked by this loop rather than CURLOPT_LOW_SPEED_*: Kudu
+ * sends nothing while it writes a dump, which can take minutes, so "no first
+ * byte" and "stalled mid-body" need different limits.
+ */
+#include "kudu.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define JSON_BODY_MAX (256u << 20)  /* a 10 000-process list is ~2 MiB */
+#define ERROR_BODY_MAX (64u << 10)
+#define MAX_ATTEMPTS 5
+#define RETRY_AFTER_MAX 120.0
+
+struct kudu_client {
+	const struct kudu_config *cfg;
+	CURLM *multi;
+	pthread_t thread;
+
+	pthread_mutex_t lock;   /* guards incoming*, stopping */
+	struct kudu_request *incoming_head, *incoming_tail;
+	bool stopping;
+
+	/* transfer thread only, no lock */
+	struct kudu_request *waiting_head, *waiting_tail;
+	struct kudu_request *active;
+	unsigned active_json;
+};
+
+struct xfer {
+	CURL *easy;
+	struct curl_slist *headers;
+	char errbuf[CURL_ERROR_SIZE];
+	double t_start, t_first, t_last;
+	bool headers_done;
+	int local_err;          /* positive errno from pwrite or on_progress */
+	size_t body_cap;
+};
+
+struct sync_wait {
+	pthread_mutex_t lock;   /* guards done */
+	pthread_cond_t cond;
+	bool done;
+};
+
+double kudu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void kudu_request_init(struct kudu_request *req, struct kudu_app *app, enum kudu_req_kind kind)
+{
+	memset(req, 0, sizeof(*req));
+	req->app = app;
+	req->kind = kind;
+	req->fd = -1;
+	req->length = -1;
+	atomic_init(&req->cancel, 0);
+}
+
+/* Clear results before a retry or a resubmission. */
+void kudu_request_reset(struct kudu_request *req)
+{
+	free(req->body);
+	req->body = NULL;
+	req->body_len = 0;
+	req->err = 0;
+	req->status = 0;
+	req->length = -1;
+	req->bytes = 0;
+	req->filename[0] = '\0';
+	req->errmsg[0] = '\0';
+}
+
+static void list_append(struct kudu_request **head, struct kudu_request **tail,
+			struct kudu_request *req)
+{
+	req->priv_next = NULL;
+	if (*tail)
+		(*tail)->priv_next = req;
+	else
+		*head = req;
+	*tail = req;
+}
+
+/* ---- curl callbacks (transfer thread) ---------------------------------- */
+
+static void parse_disposition(struct kudu_request *req, const char *v, size_t n)
+{
+	const char *p = strcasestr(v, "filename=");
+	size_t len = 0;
+	char out[sizeof(req->filename)];
+
+	if (!p || p >= v + n)
+		return;
+	p += 9;
+	if (*p == '"')
+		p++;
+	while (p + len < v + n && p[len] != '"' && p[len] != ';' && p[len] != '\r' &&
+	       p[len] != '\n' && len + 1 < sizeof(out)) {
+		/* a server-chosen name: keep it to a safe character set */
+		char ch = p[len];
+		out[len] = (ch == '/' || (unsigned char)ch < 0x20) ? '_' : ch;
+		len++;
+	}
+	out[len] = '\0';
+	memcpy(req->filename, out, len + 1);
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct kudu_request *req = arg;
+	struct xfer *x = req->priv;
+	size_t n = size * nmemb;
+
+	if (n >= 5 && !strncmp(data, "HTTP/", 5)) {
+		/* a new header block (after 100-continue or a retry) */
+		req->filename[0] = '\0';
+		x->headers_done = false;
+		if (!x->t_first)
+			x->t_first = x->t_last = kudu_now();
+	} else if (n >= 20 && !strncasecmp(data, "Content-Disposition:", 20)) {
+		parse_disposition(req, data + 20, n - 20);
+	} else if (n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
+		curl_off_t cl = -1;
+		long status = 0;
+
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+		if (status >= 200) {
+			req->status = status;
+			req->length = cl;
+			x->headers_done = true;
+		}
+	}
+	return n;
+}
+
+static int body_append(struct kudu_request *req, struct xfer *x, const char *data, size_t n,
+		       size_t max)
+{
+	if (req->body_len + n > max)
+		return -EFBIG;
+	if (req->body_len + n + 1 > x->body_cap) {
+		size_t cap = x->body_cap ? x->body_cap : 16384;
+		char *b;
+
+		while (cap < req->body_len + n + 1)
+			cap *= 2;
+		b = realloc(req->body, cap);
+		if (!b)
+			return -ENOMEM;
+		req->body = b;
+		x->body_cap = cap;
+	}
+	memcpy(req->body + req->body_len, data, n);
+	req->body_len += n;
+	req->body[req->body_len] = '\0';
+	return 0;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct kudu_request *req = arg;
+	struct xfer *x = req->priv;
+	size_t n = size * nmemb;
+	int c;
+
+	x->t_last = kudu_now();
+	if ((c = atomic_load(&req->cancel))) {
+		x->local_err = c;
+		return 0;
+	}
+	if (req->kind == KUDU_REQ_DUMP && req->status == 200) {
+		size_t off = 0;
+
+		while (off < n) {
+			ssize_t w = pwrite(req->fd, data + off, n - off, (off_t)(req->bytes + off));
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				x->local_err = errno;
+				return 0;
+			}
+			off += (size_t)w;
+		}
+		req->bytes += n;
+		if (req->on_progress && (c = req->on_progress(req, req->bytes))) {
+			x->local_err = c;
+			return 0;
+		}
+		return n;
+	}
+	req->bytes += n;
+	/* JSON bodies and error bodies are small; keep them in memory */
+	if (body_append(req, x, data, n, req->status == 200 ? JSON_BODY_MAX : ERROR_BODY_MAX) < 0) {
+		if (req->status != 200)
+			return n; /* an over-long error page: its head is enough */
+		x->local_err = EFBIG;
+		return 0;
+	}
+	return n;
+}
+
+/* ---- request lifecycle (transfer thread) ------------------------------- */
+
+static int xfer_start(struct kudu_client *c, struct kudu_request *req)
+{
+	const struct kudu_config *cfg = c->cfg;
+	struct kudu_app *app = req->app;
+	struct xfer *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -ENOMEM;
+	x->easy = curl_easy_init();
+	if (!x->easy) {
+		free(x);
+		return -ENOMEM;
+	}
+	req->priv = x;
+	x->t_start = kudu_now();
+	req->attempts++;
+
+	CURL *e = x->easy;
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)cfg->connect_timeout);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "kudufs/" KUDUFS_VERSION);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, req->kind == KUDU_REQ_JSON ? "" : NULL);
+	if (req->kind == KUDU_REQ_DUMP)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 512L * 1024);
+	if (cfg->insecure) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (cfg->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+
+	switch (app->cred) {
+	case KUDU_CRED_BASIC:
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERNAME, app->user);
+		curl_easy_setopt(e, CURLOPT_PASSWORD, app->password);
+		break;
+	case KUDU_CRED_TOKEN: {
+		char *h = NULL;
+
+		pthread_mutex_lock(&app->token_lock);
+		if (app->token && asprintf(&h, "Authorization: Bearer %s", app->token) < 0)
+			h = NULL;
+		pthread_mutex_unlock(&app->token_lock);
+		if (h) {
+			x->headers = curl_slist_append(NULL, h);
+			explicit_bzero(h, strlen(h));
+			free(h);
+		}
+		break;
+	}
+	case KUDU_CRED_NETRC:
+		curl_easy_setopt(e, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
+		curl_easy_setopt(e, CURLOPT_NETRC_FILE, app->netrc_file);
+		break;
+	case KUDU_CRED_NONE:
+		break;
+	}
+	x->headers = curl_slist_append(x->headers, "Accept: application/json, */*");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+
+	if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
+		return -EIO;
+	req->priv_next = c->active;
+	c->active = req;
+	if (req->kind == KUDU_REQ_JSON)
+		c->active_json++;
+	return 0;
+}
+
+static void xfer_release(struct kudu_client *c, struct kudu_request *req)
+{
+	struct xfer *x = req->priv;
+	struct kudu_request **pp;
+
+	for (pp = &c->active; *pp; pp = &(*pp)->priv_next) {
+		if (*pp == req) {
+			*pp = req->priv_next;
+			break;
+		}
+	}
+	req->priv_next = NULL;
+	if (req->kind == KUDU_REQ_JSON)
+		c->active_json--;
+	if (x) {
+		curl_multi_remove_handle(c->multi, x->easy);
+		curl_easy_cleanup(x->easy);
+		curl_slist_free_all(x->headers);
+		free(x);
+	}
+	req->priv = NULL;
+}
+
+static void complete(struct kudu_request *req)
+{
+	struct sync_wait *w = req->priv_sync;
+
+	if (w) {
+		pthread_mutex_lock(&w->lock);
+		w->done = true;
+		pthread_cond_broadcast(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	if (req->on_done)
+		req->on_done(req);
+}
+
+/* Kudu's errors are {"Message": "..."}; keep the text for logs and xattrs. */
+static void server_message(const struct kudu_request *req, char *out, size_t len)
+{
+	json_t *root;
+	json_t *m;
+
+	out[0] = '\0';
+	if (!req->body || !req->body_len)
+		return;
+	root = json_loadb(req->body, req->body_len, 0, NULL);
+	m = root ? json_object_get(root, "Message") : NULL;
+	if (!m && root)
+		m = json_object_get(root, "message");
+	if (m && json_is_string(m)) {
+		snprintf(out, len, "%s", json_string_value(m));
+	} else if (!root) {
+		/* plain text: first line, printable only */
+		size_t i;
+		for (i = 0; i + 1 < len && i < req->body_len && req->body[i] != '\n' &&
+			    req->body[i] != '\r'; i++)
+			out[i] = (unsigned char)req->body[i] < 0x20 ? ' ' : req->body[i];
+		out[i] = '\0';
+	}
+	json_decref(root);
+}
+
+static void fail_curl(struct kudu_request *req, struct xfer *x, CURLcode rc)
+{
+	const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+
+	switch (rc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		req->err = -ETIMEDOUT;
+		snprintf(req->errmsg, sizeof(req->errmsg), "timed out: %s", detail);
+		break;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg), "connection failed: %s", detail);
+		break;
+	case CURLE_PARTIAL_FILE:
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg),
+			 "body cut short: got %llu of %lld bytes", (unsigned long long)req->bytes,
+			 (long long)req->length);
+		break;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg),
+			 "connection reset after %llu bytes: %s", (unsigned long long)req->bytes, detail);
+		break;
+	default:
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg), "%s", detail);
+		break;
+	}
+}
+
+/* Returns true when the request was re-queued for another attempt. */
+static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
+{
+	struct xfer *x = req->priv;
+	char msg[KUDU_ERRLEN - 64];
+	curl_off_t retry_after = 0;
+	double now = kudu_now();
+
+	if (x->local_err) {
+		req->err = -x->local_err;
+		if (x->local_err == EFBIG)
+			snprintf(req->errmsg, sizeof(req->errmsg), "response body too large");
+		else
+			snprintf(req->errmsg, sizeof(req->errmsg), "%s", strerror(x->local_err));
+	} else if (rc != CURLE_OK) {
+		fail_curl(req, x, rc);
+	} else if (req->status >= 200 && req->status < 300) {
+		if (req->length >= 0 && req->bytes != (uint64_t)req->length) {
+			req->err = -EIO;
+			snprintf(req->errmsg, sizeof(req->errmsg), "body cut short: got %llu of %lld bytes",
+				 (unsigned long long)req->bytes, (long long)req->length);
+		}
+	} else {
+		server_message(req, msg, sizeof(msg));
+		if (kudu_status_is_retryable(req->status) && req->attempts < MAX_ATTEMPTS &&
+		    !atomic_load(&req->cancel)) {
+			double delay = 0.5 * (double)(1 << (req->attempts - 1));
+
+			curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
+			if (retry_after > 0)
+				delay = (double)retry_after;
+			if (delay > RETRY_AFTER_MAX)
+				delay = RETRY_AFTER_MAX;
+			xfer_release(c, req);
+			kudu_request_reset(req);
+			req->t_retry = now + delay;
+			list_append(&c->waiting_head, &c->waiting_tail, req);
+			return true;
+		}
+		req->err = kudu_errno_from_status(req->status, msg);
+		if (req->status == 401 || req->status == 403)
+			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s (credentials from %s)",
+				 req->status, kudu_status_reason(req->status), req->app->cred_desc);
+		else if (req->err == -ETIMEDOUT)
+			snprintf(req->errmsg, sizeof(req->errmsg),
+				 "%ld %s%s%s (App Service's front end cuts requests at ~230 s; a minidump is smaller and faster)",
+				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "", msg);
+		else if (kudu_status_is_retryable(req->status))
+			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s (after %d attempts)",
+				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "", msg,
+				 req->attempts);
+		else
+			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s", req->status,
+				 kudu_status_reason(req->status), msg[0] ? ": " : "", msg);
+		if (req->kind == KUDU_REQ_JSON) {
+			free(req->body);
+			req->body = NULL;
+			req->body_len = 0;
+		}
+	}
+	if (req->err && req->kind == KUDU_REQ_JSON) {
+		free(req->body);
+		req->body = NULL;
+		req->body_len = 0;
+	}
+	xfer_release(c, req);
+	return false;
+}
+
+static void abort_active(struct kudu_client *c, struct kudu_request *req, int err, const char *msg)
+{
+	req->err = -err;
+	snprintf(req->errmsg, sizeof(req->errmsg), "%s", msg);
+	if (req->kind == KUDU_REQ_JSON) {
+		free(req->body);
+		req->body = NULL;
+		req->body_len = 0;
+	}
+	xfer_release(c, req);
+	complete(req);
+}
+
+/* First-byte, stall and cancel checks; curl's own timeouts cannot tell them apart. */
+static void check_timeouts(struct kudu_client *c, double now)
+{
+	const struct kudu_config *cfg = c->cfg;
+	struct kudu_request *req = c->active, *next;
+	char msg[160];
+	int cancel;
+
+	for (; req; req = next) {
+		struct xfer *x = req->priv;
+
+		next = req->priv_next;
+		if ((cancel = atomic_load(&req->cancel))) {
+			abort_active(c, req, cancel, strerror(cancel));
+		} else if (!x->t_first && cfg->first_byte_timeout &&
+			   now - x->t_start > cfg->first_byte_timeout) {
+			snprintf(msg, sizeof(msg), "no response within first_byte_timeout (%u s)",
+				 cfg->first_byte_timeout);
+			abort_active(c, req, ETIMEDOUT, msg);
+		} else if (x->t_first && cfg->stall_timeout && now - x->t_last > cfg->stall_timeout) {
+			snprintf(msg, sizeof(msg),
+				 "stalled: no data for stall_timeout (%u s) after %llu bytes",
+				 cfg->stall_timeout, (unsigned long long)req->bytes);
+			abort_active(c, req, ETIMEDOUT, msg);
+		}
+	}
+}
+
+static void start_waiting(struct kudu_client *c, double now, double *next_due)
+{
+	struct kudu_request *req = c->waiting_head, *prev = NULL, *next;
+
+	for (; req; req = next) {
+		next = req->priv_next;
+		if (req->t_retry > now) {
+			if (*next_due == 0 || req->t_retry < *next_due)
+				*next_due = req->t_retry;
+			prev = req;
+			continue;
+		}
+		if (req->kind == KUDU_REQ_JSON && c->active_json >= c->cfg->max_conns) {
+			prev = req;
+			continue;
+		}
+		/* unlink */
+		if (prev)
+			prev->priv_next = next;
+		else
+			c->waiting_head = next;
+		if (c->waiting_tail == req)
+			c->waiting_tail = prev;
+		req->priv_next = NULL;
+		if (atomic_load(&req->cancel)) {
+			req->err = -atomic_load(&req->cancel);
+			snprintf(req->errmsg, sizeof(req->errmsg), "%s", strerror(-req->err));
+			complete(req);
+			continue;
+		}
+		int rc = xfer_start(c, req);
+		if (rc < 0) {
+			req->err = rc;
+			snprintf(req->errmsg, sizeof(req->errmsg), "cannot start request: %s", strerror(-rc));
+			if (req->priv)
+				xfer_release(c, req);
+			complete(req);
+		}
+	}
+}
+
+static void *transfer_main(void *arg)
+{
+	struct kudu_client *c = arg;
+
+	for (;;) {
+		struct kudu_request *in;
+		CURLMsg *m;
+		int running, left;
+		bool stopping;
+		double now, next_due = 0;
+		int timeout_ms = 200;
+
+		pthread_mutex_lock(&c->lock);
+		in = c->incoming_head;
+		c->incoming_head = c->incoming_tail = NULL;
+		stopping = c->stopping;
+		pthread_mutex_unlock(&c->lock);
+
+		while (in) {
+			struct kudu_request *next = in->priv_next;
+			list_append(&c->waiting_head, &c->waiting_tail, in);
+			in = next;
+		}
+		if (stopping)
+			break;
+
+		now = kudu_now();
+		start_waiting(c, now, &next_due);
+		curl_multi_perform(c->multi, &running);
+		while ((m = curl_multi_info_read(c->multi, &left))) {
+			struct kudu_request *req = NULL;
+
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&req);
+			if (!finish(c, req, m->data.result))
+				complete(req);
+		}
+		now = kudu_now();
+		check_timeouts(c, now);
+		if (next_due > 0) {
+			int due = (int)((next_due - now) * 1000) + 1;
+			if (due < timeout_ms)
+				timeout_ms = due < 1 ? 1 : due;
+		}
+		curl_multi_poll(c->multi, NULL, 0, timeout_ms, NULL);
+	}
+
+	/* shutting down: everything outstanding ends with ECANCELED */
+	while (c->active)
+		abort_active(c, c->active, ECANCELED, "kudufs is shutting down");
+	while (c->waiting_head) {
+		struct kudu_request *req = c->waiting_head;
+		c->waiting_head = req->priv_next;
+		req->priv_next = NULL;
+		req->err = -ECANCELED;
+		snprintf(req->errmsg, sizeof(req->errmsg), "kudufs is shutting down");
+		complete(req);
+	}
+	c->waiting_tail = NULL;
+	return NULL;
+}
+
+int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
+{
+	struct kudu_client *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	c->cfg = cfg;
+	c->multi = curl_multi_init();
+	if (!c->multi) {
+		free(c);
+		return -ENOMEM;
+	}
+	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_conns + 2 * cfg->napps + 4));
+	pthread_mutex_init(&c->lock, NULL);
+	rc = pthread_create(&c->thread, NULL, transfer_main, c);
+	if (rc) {
+		curl_multi_cleanup(c->multi);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		return -rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void kudu_client_free(struct kudu_client *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_mutex_unlock(&c->lock);
+	curl_multi_wakeup(c->multi);
+	pthread_join(c->thread, NULL);
+	curl_multi_cleanup(c->multi);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void kudu_client_submit(struct kudu_client *c, struct kudu_request *req)
+{
+	bool stopping;
+
+	req->priv_next = NULL;
+	pthread_mutex_lock(&c->lock);
+	stopping = c->stopping;
+	if (!stopping) {
+		if (c->incoming_tail)
+			c->incoming_tail->priv_next = req;
+		else
+			c->incoming_head = req;
+		c->incoming_tail = req;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (stopping) {
+		req->err = -ECANCELED;
+		snprintf(req->errmsg, sizeof(req->errmsg), "kudufs is shutting down");
+		complete(req);
+		return;
+	}
+	curl_multi_wakeup(c->multi);
+}
+
+static int fetch_once(struct kudu_client *c, struct kudu_request *req)
+{
+	struct sync_wait w = { .done = false };
+
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	req->priv_sync = &w;
+	kudu_client_submit(c, req);
+	pthread_mutex_lock(&w.lock);
+	while (!w.done)
+		pthread_cond_wait(&w.cond, &w.lock);
+	pthread_mutex_unlock(&w.lock);
+	req->priv_sync = NULL;
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	return req->err;
+}
+
+int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
+{
+	int rc = fetch_once(c, req);
+
+	if (rc == -EACCES && req->app->cred == KUDU_CRED_TOKEN && req->status == 401) {
+		/* bearer tokens expire: get a fresh one and try once more */
+		char err[KUDU_ERRLEN];
+
+		if (kudu_app_refresh_token(req->app, err, sizeof(err)) == 0) {
+			kudu_request_reset(req);
+			req->attempts = 0;
+			rc = fetch_once(c, req);
+		}
+	}
+	return rc;
+}
+
+int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url,
+			 char **body, size_t *len, char *err, size_t errlen)
+{
+	struct kudu_request req;
+	int rc;
+
+	kudu_request_init(&req, app, KUDU_REQ_JSON);
+	snprintf(req.url, sizeof(req.url), "%s", url);
+	rc = kudu_client_fetch(c, &req);
+	if (rc < 0) {
+		if (err)
+			snprintf(err, errlen, "%s", req.errmsg);
+		kudu_request_reset(&req);
+		return rc;
+	}
+	*body = req.body;
+	*len = req.body_len;
+	return 0;
+}

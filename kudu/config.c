@@ -1,0 +1,627 @@
+/*
+ * Configuration file (libinih), command-line apps and credential resolution.
+ */
+#include "kudu.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+void kudu_config_init(struct kudu_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->cache_max = 20ULL << 30;
+	cfg->dump_ttl = 600;
+	cfg->list_ttl = 10;
+	cfg->detail_ttl = 30;
+	cfg->neg_ttl = 2;
+	cfg->connect_timeout = 30;
+	cfg->first_byte_timeout = 900;
+	cfg->stall_timeout = 60;
+	cfg->max_conns = 8;
+}
+
+static void app_free(struct kudu_app *app)
+{
+	if (!app)
+		return;
+	free(app->name);
+	free(app->url);
+	free(app->user);
+	free(app->password_file);
+	free(app->password_command);
+	free(app->token_command);
+	free(app->netrc_file);
+	if (app->password) {
+		explicit_bzero(app->password, strlen(app->password));
+		free(app->password);
+	}
+	if (app->token) {
+		explicit_bzero(app->token, strlen(app->token));
+		free(app->token);
+	}
+	pthread_mutex_destroy(&app->token_lock);
+	free(app);
+}
+
+void kudu_config_free(struct kudu_config *cfg)
+{
+	for (size_t i = 0; i < cfg->napps; i++)
+		app_free(cfg->apps[i]);
+	free(cfg->apps);
+	free(cfg->path);
+	free(cfg->cache_dir);
+	free(cfg->ca_file);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+/* "~/x" → "$HOME/x"; everything else is copied. */
+static char *expand_home(const char *path)
+{
+	const char *home = getenv("HOME");
+	char *out;
+
+	if (path[0] != '~' || (path[1] && path[1] != '/') || !home)
+		return strdup(path);
+	if (asprintf(&out, "%s%s", home, path + 1) < 0)
+		return NULL;
+	return out;
+}
+
+bool kudu_name_is_valid(const char *name)
+{
+	if (!name || !*name || strlen(name) > 200)
+		return false;
+	if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(name, ".kudufs"))
+		return false;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		if (*p == '/' || *p < 0x20 || *p == 0x7f)
+			return false;
+	return true;
+}
+
+int kudu_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mul = 1;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (toupper((unsigned char)*end)) {
+	case 0: break;
+	case 'K': mul = 1ULL << 10; end++; break;
+	case 'M': mul = 1ULL << 20; end++; break;
+	case 'G': mul = 1ULL << 30; end++; break;
+	case 'T': mul = 1ULL << 40; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > UINT_MAX)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	if (!strcasecmp(s, "1") || !strcasecmp(s, "yes") || !strcasecmp(s, "true") ||
+	    !strcasecmp(s, "on") || !*s) {
+		*out = true;
+		return 0;
+	}
+	if (!strcasecmp(s, "0") || !strcasecmp(s, "no") || !strcasecmp(s, "false") ||
+	    !strcasecmp(s, "off")) {
+		*out = false;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int replace_str(char **dst, const char *value, bool path)
+{
+	char *v = path ? expand_home(value) : strdup(value);
+
+	if (!v)
+		return -ENOMEM;
+	free(*dst);
+	*dst = v;
+	return 0;
+}
+
+int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
+		    char *err, size_t errlen)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} uints[] = {
+		{ "dump_ttl", offsetof(struct kudu_config, dump_ttl) },
+		{ "list_ttl", offsetof(struct kudu_config, list_ttl) },
+		{ "detail_ttl", offsetof(struct kudu_config, detail_ttl) },
+		{ "negative_ttl", offsetof(struct kudu_config, neg_ttl) },
+		{ "connect_timeout", offsetof(struct kudu_config, connect_timeout) },
+		{ "first_byte_timeout", offsetof(struct kudu_config, first_byte_timeout) },
+		{ "stall_timeout", offsetof(struct kudu_config, stall_timeout) },
+		{ "max_conns", offsetof(struct kudu_config, max_conns) },
+	};
+
+	for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {
+		if (strcmp(key, uints[i].key))
+			continue;
+		unsigned *dst = (unsigned *)((char *)cfg + uints[i].off);
+		if (parse_uint(value, dst) < 0) {
+			set_err(err, errlen, "%s: '%s' is not a non-negative integer", key, value);
+			return -EINVAL;
+		}
+		if (!strcmp(key, "max_conns") && (*dst < 1 || *dst > 64)) {
+			set_err(err, errlen, "max_conns: must be 1..64");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "cache_max")) {
+		if (kudu_parse_size(value, &cfg->cache_max) < 0) {
+			set_err(err, errlen, "cache_max: '%s' is not a size (e.g. 512M, 20G)", value);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "cache_dir"))
+		return replace_str(&cfg->cache_dir, value, true);
+	if (!strcmp(key, "ca_file"))
+		return replace_str(&cfg->ca_file, value, true);
+	if (!strcmp(key, "insecure")) {
+		if (parse_bool(value, &cfg->insecure) < 0) {
+			set_err(err, errlen, "insecure: '%s' is not a boolean", value);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	set_err(err, errlen, "unknown option '%s'", key);
+	return -EINVAL;
+}
+
+static struct kudu_app *find_app(struct kudu_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->napps; i++)
+		if (!strcmp(cfg->apps[i]->name, name))
+			return cfg->apps[i];
+	return NULL;
+}
+
+static struct kudu_app *new_app(struct kudu_config *cfg, const char *name)
+{
+	struct kudu_app **apps;
+	struct kudu_app *app = calloc(1, sizeof(*app));
+
+	if (!app)
+		return NULL;
+	app->name = strdup(name);
+	apps = realloc(cfg->apps, (cfg->napps + 1) * sizeof(*apps));
+	if (!app->name || !apps) {
+		free(app->name);
+		free(app);
+		if (apps)
+			cfg->apps = apps;
+		return NULL;
+	}
+	pthread_mutex_init(&app->token_lock, NULL);
+	cfg->apps = apps;
+	cfg->apps[cfg->napps++] = app;
+	return app;
+}
+
+static int set_url(struct kudu_app *app, const char *url, char *err, size_t errlen)
+{
+	size_t n;
+
+	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+		set_err(err, errlen, "url '%s' of app '%s' must start with http:// or https://",
+			url, app->name);
+		return -EINVAL;
+	}
+	if (strchr(url, '@')) {
+		/* credentials in a URL would end up in logs and error messages */
+		set_err(err, errlen, "url of app '%s' must not contain credentials; use user/password_file",
+			app->name);
+		return -EINVAL;
+	}
+	if (replace_str(&app->url, url, false) < 0)
+		return -ENOMEM;
+	n = strlen(app->url);
+	while (n > 0 && app->url[n - 1] == '/')
+		app->url[--n] = '\0';
+	return 0;
+}
+
+struct ini_ctx {
+	struct kudu_config *cfg;
+	char msg[KUDU_ERRLEN];
+	int line;          /* approximate: see section_line use below */
+};
+
+static int config_ini_line(void *user, const char *section, const char *name, const char *value)
+{
+	struct ini_ctx *ctx = user;
+	struct kudu_config *cfg = ctx->cfg;
+	char err[KUDU_ERRLEN] = "";
+	int rc = 0;
+
+	if (ctx->msg[0])
+		return 1; /* keep only the first error; inih reports its line */
+
+	if (!strcmp(section, "kudufs")) {
+		if (!name)
+			return 1;
+		if (!strcmp(name, "config")) {
+			snprintf(ctx->msg, sizeof(ctx->msg), "'config' cannot be set inside a config file");
+			return 0;
+		}
+		rc = kudu_config_set(cfg, name, value, err, sizeof(err));
+	} else if (!strncmp(section, "app ", 4)) {
+		const char *appname = section + 4;
+		struct kudu_app *app;
+
+		while (*appname == ' ')
+			appname++;
+		if (!kudu_name_is_valid(appname)) {
+			snprintf(ctx->msg, sizeof(ctx->msg), "invalid app name '%s'", appname);
+			return 0;
+		}
+		app = find_app(cfg, appname);
+		if (!app && !(app = new_app(cfg, appname))) {
+			snprintf(ctx->msg, sizeof(ctx->msg), "out of memory");
+			return 0;
+		}
+		if (!name)
+			return 1;
+		if (!strcmp(name, "url"))
+			rc = set_url(app, value, err, sizeof(err));
+		else if (!strcmp(name, "user"))
+			rc = replace_str(&app->user, value, false);
+		else if (!strcmp(name, "password_file"))
+			rc = replace_str(&app->password_file, value, true);
+		else if (!strcmp(name, "password_command"))
+			rc = replace_str(&app->password_command, value, false);
+		else if (!strcmp(name, "token_command"))
+			rc = replace_str(&app->token_command, value, false);
+		else if (!strcmp(name, "netrc_file"))
+			rc = replace_str(&app->netrc_file, value, true);
+		else if (!strcmp(name, "password")) {
+			snprintf(err, sizeof(err),
+				 "'password' is not allowed in the config; use password_file (mode 0600) or password_command");
+			rc = -EINVAL;
+		} else {
+			snprintf(err, sizeof(err), "unknown key '%s' in [app %s]", name, appname);
+			rc = -EINVAL;
+		}
+	} else {
+		snprintf(ctx->msg, sizeof(ctx->msg),
+			 "unknown section [%s] (expected [kudufs] or [app NAME])", section);
+		return 0;
+	}
+	if (rc < 0) {
+		snprintf(ctx->msg, sizeof(ctx->msg), "%s", err[0] ? err : strerror(-rc));
+		return 0;
+	}
+	return 1;
+}
+
+int kudu_check_private_file(const char *path, const char *what, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		int e = errno;
+		set_err(err, errlen, "%s %s: %s", what, path, strerror(e));
+		return -e;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		set_err(err, errlen,
+			"%s %s is accessible by group or others (mode %04o); refusing it: run chmod 600 %s",
+			what, path, (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	return 0;
+}
+
+int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
+		     char *err, size_t errlen)
+{
+	struct ini_ctx ctx = { .cfg = cfg };
+	FILE *f;
+	int rc;
+
+	f = fopen(path, "r");
+	if (!f) {
+		int e = errno;
+		if (e == ENOENT && !required)
+			return 0;
+		set_err(err, errlen, "config %s: %s", path, strerror(e));
+		return -e;
+	}
+	rc = kudu_check_private_file(path, "config", err, errlen);
+	if (rc < 0) {
+		fclose(f);
+		return rc;
+	}
+	rc = ini_parse_file(f, config_ini_line, &ctx);
+	fclose(f);
+	if (rc != 0) {
+		if (rc > 0)
+			set_err(err, errlen, "%s:%d: %s", path, rc,
+				ctx.msg[0] ? ctx.msg : "syntax error (expected 'key = value' or '[section]')");
+		else
+			set_err(err, errlen, "%s: cannot parse (%s)", path, rc == -2 ? "out of memory" : "I/O error");
+		return -EINVAL;
+	}
+	free(cfg->path);
+	cfg->path = strdup(path);
+	return 0;
+}
+
+char *kudu_config_default_path(void)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	char *p = NULL;
+
+	if (xdg && *xdg) {
+		if (asprintf(&p, "%s/kudufs/config", xdg) < 0)
+			return NULL;
+	} else if (home) {
+		if (asprintf(&p, "%s/.config/kudufs/config", home) < 0)
+			return NULL;
+	}
+	return p;
+}
+
+int kudu_config_add_app(struct kudu_config *cfg, const char *spec, char *err, size_t errlen)
+{
+	const char *eq = strchr(spec, '=');
+	char *name = eq ? strndup(spec, (size_t)(eq - spec)) : strdup(spec);
+	struct kudu_app *app;
+	int rc = 0;
+
+	if (!name)
+		return -ENOMEM;
+	if (!kudu_name_is_valid(name)) {
+		set_err(err, errlen, "--app: invalid app name '%s'", name);
+		free(name);
+		return -EINVAL;
+	}
+	app = find_app(cfg, name);
+	if (!app)
+		app = new_app(cfg, name);
+	free(name);
+	if (!app)
+		return -ENOMEM;
+	if (eq)
+		rc = set_url(app, eq + 1, err, errlen);
+	return rc;
+}
+
+/* First line of a file or command output, without the newline. */
+static char *first_line(FILE *f)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n = getline(&line, &cap, f);
+
+	if (n < 0) {
+		free(line);
+		return NULL;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	return line;
+}
+
+static int run_command(const struct kudu_app *app, const char *key, const char *cmd,
+		       char **out, char *err, size_t errlen)
+{
+	FILE *p;
+	char *line;
+	int st;
+
+	fflush(NULL);
+	p = popen(cmd, "re");
+	if (!p) {
+		set_err(err, errlen, "app %s: %s: cannot run: %s", app->name, key, strerror(errno));
+		return -EIO;
+	}
+	line = first_line(p);
+	st = pclose(p);
+	if (st != 0 || !line || !*line) {
+		if (line) {
+			explicit_bzero(line, strlen(line));
+			free(line);
+		}
+		set_err(err, errlen, "app %s: %s failed (exit status %d) or printed nothing",
+			app->name, key, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return -EACCES;
+	}
+	*out = line;
+	return 0;
+}
+
+int kudu_app_refresh_token(struct kudu_app *app, char *err, size_t errlen)
+{
+	char *tok = NULL;
+	int rc;
+
+	if (!app->token_command)
+		return -EACCES;
+	rc = run_command(app, "token_command", app->token_command, &tok, err, errlen);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&app->token_lock);
+	if (app->token) {
+		explicit_bzero(app->token, strlen(app->token));
+		free(app->token);
+	}
+	app->token = tok;
+	pthread_mutex_unlock(&app->token_lock);
+	return 0;
+}
+
+static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err, size_t errlen)
+{
+	const char *env_user = getenv("KUDUFS_USER");
+	const char *env_pass = getenv("KUDUFS_PASSWORD");
+	const char *where = cfg->path ? cfg->path : "command line";
+	int rc;
+
+	if (!app->url) {
+		char *u;
+		if (asprintf(&u, "https://%s.scm.azurewebsites.net", app->name) < 0)
+			return -ENOMEM;
+		app->url = u;
+	}
+	if (app->token_command) {
+		rc = kudu_app_refresh_token(app, err, errlen);
+		if (rc < 0)
+			return rc;
+		app->cred = KUDU_CRED_TOKEN;
+		snprintf(app->cred_desc, sizeof(app->cred_desc), "token_command of [app %s]", app->name);
+		return 0;
+	}
+	if (app->password_file || app->password_command) {
+		if (!app->user) {
+			set_err(err, errlen, "%s: [app %s] has a password source but no 'user'",
+				where, app->name);
+			return -EINVAL;
+		}
+		if (app->password_file) {
+			FILE *f;
+
+			rc = kudu_check_private_file(app->password_file, "password file", err, errlen);
+			if (rc < 0)
+				return rc;
+			f = fopen(app->password_file, "re");
+			if (!f) {
+				set_err(err, errlen, "password file %s: %s", app->password_file,
+					strerror(errno));
+				return -EACCES;
+			}
+			app->password = first_line(f);
+			fclose(f);
+			if (!app->password) {
+				set_err(err, errlen, "password file %s is empty", app->password_file);
+				return -EACCES;
+			}
+			snprintf(app->cred_desc, sizeof(app->cred_desc), "password_file %s",
+				 app->password_file);
+		} else {
+			rc = run_command(app, "password_command", app->password_command,
+					 &app->password, err, errlen);
+			if (rc < 0)
+				return rc;
+			snprintf(app->cred_desc, sizeof(app->cred_desc), "password_command of [app %s]",
+				 app->name);
+		}
+		app->cred = KUDU_CRED_BASIC;
+		return 0;
+	}
+	if (env_user && *env_user && env_pass && cfg->napps == 1) {
+		free(app->user);
+		app->user = strdup(env_user);
+		app->password = strdup(env_pass);
+		if (!app->user || !app->password)
+			return -ENOMEM;
+		app->cred = KUDU_CRED_BASIC;
+		snprintf(app->cred_desc, sizeof(app->cred_desc), "KUDUFS_USER/KUDUFS_PASSWORD");
+		return 0;
+	}
+	{
+		char *netrc = app->netrc_file ? strdup(app->netrc_file) : expand_home("~/.netrc");
+		struct stat st;
+
+		if (!netrc)
+			return -ENOMEM;
+		if (stat(netrc, &st) == 0) {
+			rc = kudu_check_private_file(netrc, "netrc file", err, errlen);
+			if (rc < 0) {
+				free(netrc);
+				return rc;
+			}
+			if (app->netrc_file)
+				snprintf(app->cred_desc, sizeof(app->cred_desc), "netrc %s", netrc);
+			else
+				snprintf(app->cred_desc, sizeof(app->cred_desc), "~/.netrc");
+			free(app->netrc_file);
+			app->netrc_file = netrc;
+			app->cred = KUDU_CRED_NETRC;
+			return 0;
+		}
+		free(netrc);
+	}
+	app->cred = KUDU_CRED_NONE;
+	snprintf(app->cred_desc, sizeof(app->cred_desc),
+		 "no credentials found: set user + password_file in [app %s], KUDUFS_USER/KUDUFS_PASSWORD, or ~/.netrc",
+		 app->name);
+	return 0;
+}
+
+int kudu_config_resolve_credentials(struct kudu_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->napps == 0) {
+		set_err(err, errlen, "no apps configured: use --app NAME[=URL] or an [app NAME] section in %s",
+			cfg->path ? cfg->path : "the config file");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->napps; i++) {
+		int rc = resolve_one(cfg, cfg->apps[i], err, errlen);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
