@@ -293,7 +293,7 @@ int main(int argc, char *argv[])
 	k.uid = getuid();
 	k.gid = getgid();
 	fuse_opt_add_arg(&args, "-o");
-	fuse_opt_add_arg(&args, "ro,default_permissions,fsname=kudufs,subtype=kudufs");
+	fuse_opt_add_arg(&args, "default_permissions,fsname=kudufs,subtype=kudufs");
 	fuse = fuse_new(&args, &fs_operations, sizeof(fs_operations), &k);
 	if (!fuse)
 		goto out_curl;

@@ -482,7 +482,6 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = 1;
 	cfg->negative_timeout = 0;
 	cfg->use_ino = 0;
-	cfg->nullpath_ok = 1;
 	return fuse_get_context()->private_data;
 }
 

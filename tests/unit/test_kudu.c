@@ -1,0 +1,282 @@
+/*
+ * Unit tests for kudu/: config parsing, credential precedence, errno
+ * mapping, URL building, size parsing and name sanitizing.
+ * Prints one line per check and "N passed, M failed"; exits non-zero on failure.
+ */
+#include "cache/cache.h"
+#include "kudu/kudu.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int passed, failed;
+static char tmpdir[256];
+
+#define CHECK(cond, ...)                                                   \
+	do {                                                               \
+		if (cond) {                                                \
+			passed++;                                          \
+		} else {                                                   \
+			failed++;                                          \
+			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+			printf(__VA_ARGS__);                               \
+			printf("\n");                                      \
+		}                                                          \
+	} while (0)
+
+static char *write_file(const char *name, const char *content, mode_t mode)
+{
+	static char path[4][512];
+	static int slot;
+	char *p = path[slot++ % 4];
+	FILE *f;
+
+	snprintf(p, 512, "%s/%s", tmpdir, name);
+	f = fopen(p, "w");
+	fputs(content, f);
+	fclose(f);
+	chmod(p, mode);
+	return p;
+}
+
+static void test_errno_table(void)
+{
+	CHECK(kudu_errno_from_status(200, NULL) == 0, "200");
+	CHECK(kudu_errno_from_status(401, NULL) == -EACCES, "401");
+	CHECK(kudu_errno_from_status(403, NULL) == -EACCES, "403");
+	CHECK(kudu_errno_from_status(404, NULL) == -ENOENT, "404");
+	CHECK(kudu_errno_from_status(429, NULL) == -EIO, "429 after retries");
+	CHECK(kudu_errno_from_status(503, NULL) == -EIO, "503 after retries");
+	CHECK(kudu_errno_from_status(500, "Site sku (Free) does not support full minidump.") == -EIO, "500");
+	CHECK(kudu_errno_from_status(500, "Request Timed Out") == -ETIMEDOUT, "500 front-end cutoff");
+	CHECK(kudu_errno_from_status(504, NULL) == -ETIMEDOUT, "504");
+	CHECK(kudu_errno_from_status(400, NULL) == -EIO, "400");
+	CHECK(kudu_status_is_retryable(429) && kudu_status_is_retryable(502) &&
+	      kudu_status_is_retryable(503) && !kudu_status_is_retryable(500) &&
+	      !kudu_status_is_retryable(504), "retryable set");
+}
+
+static void test_urls(void)
+{
+	struct kudu_app app = { .url = "http://127.0.0.1:8080/demo" };
+	char buf[256];
+
+	CHECK(kudu_url_list(&app, buf, sizeof(buf)) == 0 &&
+	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes"), "%s", buf);
+	CHECK(kudu_url_details(&app, 4292, buf, sizeof(buf)) == 0 &&
+	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292"), "%s", buf);
+	CHECK(kudu_url_dump(&app, 4292, KUDU_DUMP_FULL, buf, sizeof(buf)) == 0 &&
+	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292/dump?dumpType=2"), "%s", buf);
+	CHECK(kudu_url_dump(&app, 7, KUDU_DUMP_MINI, buf, 20) == -ENAMETOOLONG, "truncation detected");
+}
+
+static void test_sizes_and_names(void)
+{
+	uint64_t v = 0;
+	char out[300];
+	char longname[400];
+
+	CHECK(kudu_parse_size("20G", &v) == 0 && v == 20ULL << 30, "20G");
+	CHECK(kudu_parse_size("512MiB", &v) == 0 && v == 512ULL << 20, "512MiB");
+	CHECK(kudu_parse_size("1000", &v) == 0 && v == 1000, "1000");
+	CHECK(kudu_parse_size("12X", &v) == -EINVAL, "12X");
+	CHECK(kudu_parse_size("-1", &v) == -EINVAL, "-1");
+	CHECK(kudu_name_is_valid("myfunc") && !kudu_name_is_valid("..") && !kudu_name_is_valid("a/b") &&
+	      !kudu_name_is_valid("") && !kudu_name_is_valid(".kudufs"), "app names");
+
+	cache_sanitize_name("a/b\nc", out, sizeof(out));
+	CHECK(!strcmp(out, "a_b_c"), "%s", out);
+	cache_sanitize_name("..", out, sizeof(out));
+	CHECK(!strchr(out, '/'), "%s", out);
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	cache_sanitize_name(longname, out, 224);
+	CHECK(strlen(out) == 223, "truncated to %zu", strlen(out));
+	cache_sanitize_name("", out, sizeof(out));
+	CHECK(out[0] != '\0', "empty name gets a placeholder");
+}
+
+static void test_config_good(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char body[1024];
+	char *pass = write_file("good.pass", "s3cret-pw\n", 0600);
+	char *conf;
+	int rc;
+
+	snprintf(body, sizeof(body),
+		 "; comment\n[kudufs]\ncache_dir = %s/cache\ncache_max = 1G\ndump_ttl = 5\n"
+		 "max_conns = 3\n\n[app myfunc]\nurl = http://127.0.0.1:1/x/\nuser = $myfunc\n"
+		 "password_file = %s\n\n[app other]\nuser = bob\npassword_command = echo from-cmd\n",
+		 tmpdir, pass);
+	conf = write_file("good.conf", body, 0600);
+	kudu_config_init(&cfg);
+	rc = kudu_config_load(&cfg, conf, true, err, sizeof(err));
+	CHECK(rc == 0, "load: %s", err);
+	CHECK(cfg.cache_max == 1ULL << 30 && cfg.dump_ttl == 5 && cfg.max_conns == 3 &&
+	      cfg.list_ttl == 10 && cfg.detail_ttl == 30, "globals");
+	CHECK(cfg.napps == 2, "napps %zu", cfg.napps);
+	rc = kudu_config_resolve_credentials(&cfg, err, sizeof(err));
+	CHECK(rc == 0, "resolve: %s", err);
+	if (cfg.napps == 2) {
+		CHECK(!strcmp(cfg.apps[0]->url, "http://127.0.0.1:1/x"), "trailing slash: %s", cfg.apps[0]->url);
+		CHECK(cfg.apps[0]->cred == KUDU_CRED_BASIC && !strcmp(cfg.apps[0]->password, "s3cret-pw"),
+		      "password_file");
+		CHECK(strstr(cfg.apps[0]->cred_desc, "password_file") && !strstr(cfg.apps[0]->cred_desc, "s3cret"),
+		      "desc %s", cfg.apps[0]->cred_desc);
+		CHECK(!strcmp(cfg.apps[1]->url, "https://other.scm.azurewebsites.net"), "default url %s",
+		      cfg.apps[1]->url);
+		CHECK(cfg.apps[1]->password && !strcmp(cfg.apps[1]->password, "from-cmd"), "password_command");
+	}
+	/* --app NAME=URL overrides a section's url and keeps its credentials */
+	rc = kudu_config_add_app(&cfg, "myfunc=http://127.0.0.1:2", err, sizeof(err));
+	CHECK(rc == 0 && cfg.napps == 2 && !strcmp(cfg.apps[0]->url, "http://127.0.0.1:2"), "override");
+	kudu_config_free(&cfg);
+}
+
+static void expect_load_error(const char *name, const char *content, mode_t mode, const char *want)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char *conf = write_file(name, content, mode);
+	int rc;
+
+	kudu_config_init(&cfg);
+	rc = kudu_config_load(&cfg, conf, true, err, sizeof(err));
+	CHECK(rc < 0 && strstr(err, want), "%s: rc=%d err='%s' want '%s'", name, rc, err, want);
+	kudu_config_free(&cfg);
+}
+
+static void test_config_bad(void)
+{
+	char want[600];
+
+	snprintf(want, sizeof(want), "%s/bad1.conf:3: unknown key 'colour'", tmpdir);
+	expect_load_error("bad1.conf", "[app a]\nurl = http://x\ncolour = red\n", 0600, want);
+	snprintf(want, sizeof(want), "%s/bad2.conf:2:", tmpdir);
+	expect_load_error("bad2.conf", "[kudufs]\nthis line has no equals\n", 0600, want);
+	snprintf(want, sizeof(want), "%s/bad3.conf:2: unknown section [nope]", tmpdir);
+	expect_load_error("bad3.conf", "[nope]\nx = 1\n", 0600, want);
+	expect_load_error("bad4.conf", "[kudufs]\ncache_max = lots\n", 0600, "bad4.conf:2: cache_max");
+	expect_load_error("bad5.conf", "[app a]\npassword = hunter2\n", 0600, "not allowed");
+	expect_load_error("bad6.conf", "[app a]\nurl = ftp://x\n", 0600, "must start with http");
+	expect_load_error("perm.conf", "[app a]\n", 0644, "chmod 600");
+	expect_load_error("perm2.conf", "[app a]\n", 0640, "group or others");
+	{
+		struct kudu_config cfg;
+		char err[KUDU_ERRLEN] = "";
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/does-not-exist", tmpdir);
+		kudu_config_init(&cfg);
+		CHECK(kudu_config_load(&cfg, path, false, err, sizeof(err)) == 0, "optional missing");
+		CHECK(kudu_config_load(&cfg, path, true, err, sizeof(err)) == -ENOENT && strstr(err, path),
+		      "required missing: %s", err);
+		kudu_config_free(&cfg);
+	}
+}
+
+static void test_password_file_perms(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char body[600];
+	char *pass = write_file("open.pass", "pw-visible\n", 0644);
+
+	snprintf(body, sizeof(body), "[app a]\nuser = u\npassword_file = %s\n", pass);
+	kudu_config_init(&cfg);
+	CHECK(kudu_config_load(&cfg, write_file("pp.conf", body, 0600), true, err, sizeof(err)) == 0,
+	      "%s", err);
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EPERM &&
+	      strstr(err, pass) && strstr(err, "chmod 600") && !strstr(err, "pw-visible"),
+	      "perm refusal: %s", err);
+	kudu_config_free(&cfg);
+}
+
+static void test_credential_precedence(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char body[600];
+	char home[300];
+	char *pass = write_file("prec.pass", "from-file\n", 0600);
+
+	/* 1. the section wins over the environment */
+	setenv("KUDUFS_USER", "envuser", 1);
+	setenv("KUDUFS_PASSWORD", "from-env", 1);
+	snprintf(body, sizeof(body), "[app a]\nuser = u\npassword_file = %s\n", pass);
+	kudu_config_init(&cfg);
+	kudu_config_load(&cfg, write_file("prec.conf", body, 0600), true, err, sizeof(err));
+	kudu_config_resolve_credentials(&cfg, err, sizeof(err));
+	CHECK(cfg.napps == 1 && !strcmp(cfg.apps[0]->password, "from-file"), "section first");
+	kudu_config_free(&cfg);
+
+	/* 2. then the environment, for a single app */
+	kudu_config_init(&cfg);
+	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0, "%s", err);
+	CHECK(cfg.apps[0]->cred == KUDU_CRED_BASIC && !strcmp(cfg.apps[0]->password, "from-env") &&
+	      !strcmp(cfg.apps[0]->user, "envuser") &&
+	      !strcmp(cfg.apps[0]->cred_desc, "KUDUFS_USER/KUDUFS_PASSWORD"), "env: %s",
+	      cfg.apps[0]->cred_desc);
+	kudu_config_free(&cfg);
+
+	/* 3. then ~/.netrc (not for two apps: the environment names one user) */
+	snprintf(home, sizeof(home), "%s/home", tmpdir);
+	mkdir(home, 0700);
+	setenv("HOME", home, 1);
+	write_file("home/.netrc", "machine 127.0.0.1 login n password p\n", 0600);
+	kudu_config_init(&cfg);
+	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
+	kudu_config_add_app(&cfg, "b=http://127.0.0.1:2", err, sizeof(err));
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0, "%s", err);
+	CHECK(cfg.apps[0]->cred == KUDU_CRED_NETRC && !strcmp(cfg.apps[0]->cred_desc, "~/.netrc"),
+	      "netrc: %s", cfg.apps[0]->cred_desc);
+	kudu_config_free(&cfg);
+
+	/* a group-readable ~/.netrc is refused */
+	write_file("home/.netrc", "machine x login n password p\n", 0644);
+	unsetenv("KUDUFS_USER");
+	kudu_config_init(&cfg);
+	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EPERM && strstr(err, ".netrc"),
+	      "netrc perms: %s", err);
+	kudu_config_free(&cfg);
+
+	/* nothing at all: resolves, and says where credentials could come from */
+	snprintf(body, sizeof(body), "%s/home/.netrc", tmpdir);
+	unlink(body);
+	kudu_config_init(&cfg);
+	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0 &&
+	      cfg.apps[0]->cred == KUDU_CRED_NONE && strstr(cfg.apps[0]->cred_desc, "no credentials"),
+	      "none: %s", cfg.apps[0]->cred_desc);
+	kudu_config_free(&cfg);
+	unsetenv("KUDUFS_PASSWORD");
+}
+
+int main(void)
+{
+	char cmd[300];
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-unit-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return 2;
+	test_errno_table();
+	test_urls();
+	test_sizes_and_names();
+	test_config_good();
+	test_config_bad();
+	test_password_file_perms();
+	test_credential_precedence();
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		printf("warning: could not remove %s\n", tmpdir);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
