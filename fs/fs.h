@@ -6,6 +6,7 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 
 #include "cache/cache.h"
 #include "kudu/kudu.h"

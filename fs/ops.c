@@ -275,6 +275,15 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 	}
 }
 
+/* A waiting reader gives up on Ctrl-C, and on unmount/SIGTERM: libfuse
+ * joins its workers at exit, so none may sleep until a dump finishes. */
+static int reader_should_stop(void)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	return fuse_interrupted() || (ctx && ctx->fuse && fuse_session_exited(fuse_get_session(ctx->fuse)));
+}
+
 /* What an open file handle holds. */
 struct fs_handle {
 	enum fs_node_kind kind;
@@ -359,8 +368,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 			if (rc < 0)
 				return rc;
 		}
-		ssize_t r = cache_capture_read(k->cache, h->cap, buf, size, off, fuse_interrupted);
-		return r < 0 ? (int)r : (int)r;
+		ssize_t r = cache_capture_read(k->cache, h->cap, buf, size, off, reader_should_stop);
+		return (int)r;
 	}
 	if (off < 0 || (size_t)off >= h->len)
 		return 0;
