@@ -41,6 +41,7 @@ struct capture {
 	char errmsg[KUDU_ERRLEN];
 	char filename[256];
 	char url[1024];
+	uint64_t wake_at;           /* lowest byte count a waiting reader needs */
 	double started, finished, last_used;
 	time_t started_wall;
 	pthread_cond_t cond;        /* bytes, state changed */
@@ -272,7 +273,11 @@ static int on_progress(struct kudu_request *req, uint64_t bytes)
 	if (!rc) {
 		c->spool_bytes += bytes - cap->bytes;
 		cap->bytes = bytes;
-		pthread_cond_broadcast(&cap->cond);
+		/* wake readers only once the bytes they wait for are there */
+		if (bytes >= cap->wake_at) {
+			cap->wake_at = UINT64_MAX;
+			pthread_cond_broadcast(&cap->cond);
+		}
 	}
 	pthread_mutex_unlock(&c->cap_lock);
 	return rc;
@@ -294,9 +299,9 @@ static void on_done(struct kudu_request *req)
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
 		cap->length = (int64_t)cap->bytes;
-		fprintf(stderr, "kudufs: %s/%d: %s complete, %llu bytes\n", app, cap->pid,
+		fprintf(stderr, "kudufs: %s/%d: %s complete, %llu bytes in %.1f s\n", app, cap->pid,
 			cap->type == KUDU_DUMP_FULL ? "fulldump" : "minidump",
-			(unsigned long long)cap->bytes);
+			(unsigned long long)cap->bytes, cap->finished - cap->started);
 	} else {
 		cap->err = req->err ? req->err : -EIO;
 		snprintf(cap->errmsg, sizeof(cap->errmsg), "%s", req->errmsg);
@@ -387,6 +392,7 @@ int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_t
 		cap->state = CAP_IDLE;
 		cap->fd = -1;
 		cap->length = -1;
+		cap->wake_at = UINT64_MAX;
 		cap->refs = 1;
 		cap->in_table = true;
 		kudu_url_dump(c->cfg->apps[app], pid, type, cap->url, sizeof(cap->url));
@@ -408,8 +414,8 @@ void cache_capture_release(struct cache *c, struct capture *cap)
 	pthread_mutex_unlock(&c->cap_lock);
 }
 
-ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size,
-			   off_t off, cache_interrupted_fn interrupted)
+ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, off_t off,
+			   cache_interrupted_fn interrupted, int *fd)
 {
 	struct capture *submit = NULL;
 	uint64_t want = (uint64_t)off + size;
@@ -445,19 +451,19 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 			break;
 		}
 		if (cap->bytes >= want || (cap->state == CAP_COMPLETE && cap->bytes > (uint64_t)off)) {
-			size_t avail = (size_t)(cap->bytes - (uint64_t)off);
-			int fd = cap->fd;
+			uint64_t avail = cap->bytes - (uint64_t)off;
 
+			n = (ssize_t)(avail < size ? avail : size);
+			*fd = cap->fd;
 			cap->last_used = kudu_now();
-			pthread_mutex_unlock(&c->cap_lock);
-			/* our reference keeps fd open; the bytes below `bytes` never change */
-			n = pread(fd, buf, avail < size ? avail : size, off);
-			return n < 0 ? -errno : n;
+			break;
 		}
 		if (interrupted && interrupted()) {
 			n = -EINTR;
 			break;
 		}
+		if (want < cap->wake_at)
+			cap->wake_at = want;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 200 * 1000000L; /* interrupts are polled, bytes are signalled */
@@ -469,6 +475,19 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	}
 	pthread_mutex_unlock(&c->cap_lock);
 	return n;
+}
+
+ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size,
+			   off_t off, cache_interrupted_fn interrupted)
+{
+	int fd = -1;
+	ssize_t n = cache_capture_wait(c, cap, size, off, interrupted, &fd);
+
+	if (n <= 0)
+		return n;
+	/* our reference keeps fd open; bytes below cap->bytes never change */
+	n = pread(fd, buf, (size_t)n, off);
+	return n < 0 ? -errno : n;
 }
 
 int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type type,

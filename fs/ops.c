@@ -379,6 +379,52 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 	return (int)size;
 }
 
+/* Dumps are replied from the spool fd, so libfuse can splice them. */
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec *bv;
+	ssize_t n;
+	int fd = -1;
+	int rc;
+
+	(void)path;
+	bv = malloc(sizeof(*bv));
+	if (!bv)
+		return -ENOMEM;
+	*bv = FUSE_BUFVEC_INIT(0);
+	if (h->kind != FS_DUMP) {
+		if (off >= 0 && (size_t)off < h->len) {
+			bv->buf[0].mem = h->data + off;
+			bv->buf[0].size = h->len - (size_t)off < size ? h->len - (size_t)off : size;
+		}
+		*bufp = bv;
+		return 0;
+	}
+	if (!h->cap) {
+		rc = cache_capture_acquire(k->cache, h->node.app, h->node.pid, h->node.dump, &h->cap);
+		if (rc < 0) {
+			free(bv);
+			return rc;
+		}
+	}
+	n = cache_capture_wait(k->cache, h->cap, size, off, reader_should_stop, &fd);
+	if (n < 0) {
+		free(bv);
+		return (int)n;
+	}
+	if (n > 0) {
+		bv->buf[0].size = (size_t)n;
+		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv->buf[0].fd = fd;
+		bv->buf[0].pos = off;
+	}
+	*bufp = bv;
+	return 0;
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	struct kudufs *k = fs_self();
@@ -486,7 +532,11 @@ static int op_statfs(const char *path, struct statvfs *sv)
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-	(void)conn;
+	/* zero-copy from the spool file to /dev/fuse where the kernel allows */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+		conn->want |= FUSE_CAP_SPLICE_MOVE;
 	cfg->entry_timeout = 1;
 	cfg->attr_timeout = 1;
 	cfg->negative_timeout = 0;
@@ -524,6 +574,7 @@ const struct fuse_operations fs_operations = {
 	.readdir = op_readdir,
 	.open = op_open,
 	.read = op_read,
+	.read_buf = op_read_buf,
 	.release = op_release,
 	.unlink = op_unlink,
 	.getxattr = op_getxattr,
