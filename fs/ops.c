@@ -396,9 +396,17 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 		return -ENOMEM;
 	*bv = FUSE_BUFVEC_INIT(0);
 	if (h->kind != FS_DUMP) {
+		/* libfuse frees memory buffers after replying: hand it a copy */
 		if (off >= 0 && (size_t)off < h->len) {
-			bv->buf[0].mem = h->data + off;
-			bv->buf[0].size = h->len - (size_t)off < size ? h->len - (size_t)off : size;
+			size_t n = h->len - (size_t)off < size ? h->len - (size_t)off : size;
+
+			bv->buf[0].mem = malloc(n);
+			if (!bv->buf[0].mem) {
+				free(bv);
+				return -ENOMEM;
+			}
+			memcpy(bv->buf[0].mem, h->data + off, n);
+			bv->buf[0].size = n;
 		}
 		*bufp = bv;
 		return 0;
