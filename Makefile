@@ -23,10 +23,11 @@ LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(KUDU_SRC) $(CACHE_SRC))
 FS_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(FS_SRC))
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
+TOOL_BIN  := $(BUILD)/tools/kudu_fetch
 BIN       ?= kudufs
 
 .PHONY: all deps deps-demo unit test asan demo bench soak install uninstall clean check-tree
-all: $(BIN) $(UNIT_BIN)
+all: $(BIN) $(UNIT_BIN) $(TOOL_BIN)
 
 $(BIN): $(LIB_OBJ) $(FS_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -36,6 +37,10 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -49,7 +54,7 @@ deps-demo:
 # The closing line of `make test` is pytest's summary ("N passed in Xs").
 test: deps
 	@$(MAKE) --no-print-directory all
-	KUDUFS_BIN=$(CURDIR)/$(BIN) KUDUFS_UNIT_DIR=$(CURDIR)/$(BUILD)/unit \
+	KUDUFS_BIN=$(CURDIR)/$(BIN) KUDUFS_UNIT_DIR=$(CURDIR)/$(BUILD)/unit KUDUFS_TOOLS_DIR=$(CURDIR)/$(BUILD)/tools \
 	  $(PYTHON) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
 # ASan + UBSan build in build-asan/, the whole test suite against it; any
@@ -61,7 +66,7 @@ asan: deps
 	  OPTFLAGS='-O1 -g' all
 	ASAN_OPTIONS=detect_leaks=1:log_path=$(CURDIR)/build-asan/san:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/build-asan/san \
-	KUDUFS_BIN=$(CURDIR)/build-asan/kudufs KUDUFS_UNIT_DIR=$(CURDIR)/build-asan/unit \
+	KUDUFS_BIN=$(CURDIR)/build-asan/kudufs KUDUFS_UNIT_DIR=$(CURDIR)/build-asan/unit KUDUFS_TOOLS_DIR=$(CURDIR)/build-asan/tools \
 	  $(PYTHON) -m pytest -p no:cacheprovider -ra -m 'not slow' $(PYTEST_ARGS) tests
 	@if ls build-asan/san.* >/dev/null 2>&1; then \
 	  echo "sanitizer reports:"; cat build-asan/san.*; echo "asan: FAILED"; exit 1; \

@@ -1,0 +1,268 @@
+"""kudufs's command line: --check, --help/--version, usage errors, config
+errors, secrets kept out of output, mounting via mount.fuse3, SIGTERM, and a
+valgrind leak check of a mount/ls/cat/unmount cycle."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KUDUFS = os.environ.get("KUDUFS_BIN", os.path.join(ROOT, "kudufs"))
+
+
+def run(args, env=None, timeout=60, **kw):
+    e = dict(os.environ)
+    e.pop("KUDUFS_USER", None)
+    e.pop("KUDUFS_PASSWORD", None)
+    e.update(env or {})
+    return subprocess.run([KUDUFS] + list(args), capture_output=True, text=True, env=e,
+                          timeout=timeout, **kw)
+
+
+def write_private(path, text):
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def make_config(tmp_path, emu, password=None, extra=""):
+    pw = write_private(tmp_path / "demo.pass", (password or emu.password) + "\n")
+    return write_private(tmp_path / "config", f"""[kudufs]
+cache_dir = {tmp_path}/cache
+{extra}
+[app demo]
+url = {emu.url('demo')}
+user = {emu.user}
+password_file = {pw}
+""")
+
+
+def unmount(mnt, proc=None):
+    if os.path.ismount(mnt):
+        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    if proc is not None:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_mounted(mnt, proc, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.ismount(mnt):
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{mnt} did not mount")
+
+
+def test_help_and_version():
+    h = run(["--help"])
+    assert h.returncode == 0 and "usage: kudufs" in h.stdout and "--check" in h.stdout
+    v = run(["--version"])
+    assert v.returncode == 0 and re.match(r"kudufs \d+\.\d+\.\d+", v.stdout)
+
+
+@pytest.mark.parametrize("args", [[], ["--bogus", "/tmp/x"], ["a", "b", "c"]])
+def test_usage_errors_exit_2_with_one_line(args):
+    p = run(args)
+    assert p.returncode == 2, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kudufs: "), p.stderr
+
+
+def test_check_ok(emulator, tmp_path):
+    p = run(["--check", "--app", f"demo={emulator.url('demo')}"],
+            env={"KUDUFS_USER": emulator.user, "KUDUFS_PASSWORD": emulator.password,
+                 "HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stderr
+    assert re.fullmatch(r"demo: OK \d+ processes\n", p.stdout), p.stdout
+    assert emulator.stats()["sites"]["demo"]["list"] == 1
+
+
+def test_check_wrong_password(emulator, tmp_path):
+    p = run(["--check", "--app", f"demo={emulator.url('demo')}"],
+            env={"KUDUFS_USER": emulator.user, "KUDUFS_PASSWORD": "wrong-pw-123",
+                 "HOME": str(tmp_path)})
+    assert p.returncode == 1
+    assert p.stdout == "demo: 401 Unauthorized (credentials from KUDUFS_USER/KUDUFS_PASSWORD)\n"
+    assert "wrong-pw-123" not in p.stdout + p.stderr
+
+
+def test_check_netrc_source_named(emulator, tmp_path):
+    host = emulator.url("demo").split("//")[1].split(":")[0]
+    write_private(tmp_path / ".netrc", f"machine {host} login {emulator.user} password nope-nope\n")
+    p = run(["--check", "--app", f"demo={emulator.url('demo')}"], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1
+    assert p.stdout == "demo: 401 Unauthorized (credentials from ~/.netrc)\n"
+    write_private(tmp_path / ".netrc", f"machine {host} login {emulator.user} password {emulator.password}\n")
+    p = run(["--check", "--app", f"demo={emulator.url('demo')}"], env={"HOME": str(tmp_path)})
+    assert p.returncode == 0 and "demo: OK" in p.stdout
+
+
+def test_check_emulator_down(emulator, tmp_path):
+    url = emulator.url("demo")
+    emulator.stop()
+    p = run(["--check", "--app", f"demo={url}"],
+            env={"KUDUFS_USER": "u", "KUDUFS_PASSWORD": "p", "HOME": str(tmp_path)})
+    assert p.returncode == 1
+    assert p.stdout.startswith("demo: connection failed:"), p.stdout
+
+
+def test_check_two_apps_one_bad(emulator, tmp_path):
+    cfg = make_config(tmp_path, emulator)
+    with open(cfg, "a") as f:
+        f.write(f"\n[app other]\nurl = http://127.0.0.1:1\nuser = x\npassword_file = {tmp_path}/demo.pass\n")
+    p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1
+    assert re.search(r"^demo: OK \d+ processes$", p.stdout, re.M)
+    assert re.search(r"^other: connection failed", p.stdout, re.M)
+
+
+def test_malformed_list_is_reported(emulator, tmp_path):
+    emulator.add_fault(route="list", kind="malformed", count=1)
+    p = run(["--check", "--config", str(make_config(tmp_path, emulator))], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1 and "demo: malformed process list" in p.stdout
+
+
+def test_config_error_names_file_and_line(tmp_path):
+    cfg = write_private(tmp_path / "config", "[kudufs]\ncache_max = 1G\n\n[app a]\nusr = x\n")
+    p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1
+    assert f"{cfg}:5: unknown key 'usr' in [app a]" in p.stderr
+
+
+def test_group_readable_config_and_password_refused(emulator, tmp_path):
+    cfg = make_config(tmp_path, emulator)
+    cfg.chmod(0o644)
+    p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1 and "chmod 600" in p.stderr and str(cfg) in p.stderr
+    cfg.chmod(0o600)
+    (tmp_path / "demo.pass").chmod(0o640)
+    p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
+    assert p.returncode == 1 and "chmod 600" in p.stderr and "demo.pass" in p.stderr
+    assert emulator.password not in p.stdout + p.stderr
+
+
+def test_mount_refused_when_check_fails(emulator, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = make_config(tmp_path, emulator, password="bad-password-xyz")
+    p = run(["-f", "--config", str(cfg), str(mnt)], env={"HOME": str(tmp_path)}, timeout=30)
+    assert p.returncode == 1
+    assert "demo: 401 Unauthorized (credentials from password_file" in p.stderr
+    assert not os.path.ismount(mnt)
+
+
+def test_debug_output_never_contains_the_password(emulator, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = make_config(tmp_path, emulator)
+    log = open(tmp_path / "debug.log", "w")
+    proc = subprocess.Popen([KUDUFS, "-d", "--config", str(cfg), str(mnt)], stdout=log,
+                            stderr=subprocess.STDOUT, env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        wait_mounted(mnt, proc)
+        subprocess.run(["ls", "-lR", str(mnt)], capture_output=True, timeout=60)
+        site = os.path.join(mnt, "demo", "site")
+        with open(os.path.join(site, "details.json")) as f:
+            assert '"name": "w3wp"' in f.read()
+        with open(os.path.join(site, "minidump.dmp"), "rb") as f:
+            assert f.read(4) == b"MDMP"
+    finally:
+        unmount(mnt, proc)
+        log.close()
+    out = (tmp_path / "debug.log").read_text(errors="replace")
+    assert "getattr" in out or "LOOKUP" in out, "debug log should show FUSE requests"
+    assert emulator.password not in out
+    import base64
+    assert base64.b64encode(f"{emulator.user}:{emulator.password}".encode()).decode() not in out
+    assert "Authorization" not in out
+    assert not os.path.exists(tmp_path / "cache" / f"spool-{proc.pid}"), "spool dir left behind"
+
+
+def test_sigterm_unmounts_cleanly(emulator, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = make_config(tmp_path, emulator)
+    proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), str(mnt)],
+                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        wait_mounted(mnt, proc)
+        assert os.listdir(mnt / "demo")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.ismount(mnt)
+    finally:
+        unmount(mnt, proc)
+
+
+def test_mount_fuse3_fstab_style(emulator, tmp_path):
+    """The fstab line `kudufs#demo /mnt/kudu fuse3 config=...` goes through mount.fuse3."""
+    helper = shutil.which("mount.fuse3") or "/sbin/mount.fuse3"
+    assert os.path.exists(helper), "mount.fuse3 (package fuse3) missing"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = make_config(tmp_path, emulator)
+    env = dict(os.environ, HOME=str(tmp_path),
+               PATH=os.path.dirname(KUDUFS) + ":" + os.environ.get("PATH", ""))
+    p = subprocess.run([helper, "kudufs#demo", str(mnt), "-o", f"config={cfg},max_conns=4"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    try:
+        assert p.returncode == 0, p.stderr
+        assert os.path.ismount(mnt)
+        assert "processes.json" in os.listdir(mnt / "demo")
+        with open(mnt / "/proc/mounts".lstrip("/") if False else "/proc/mounts") as f:
+            assert any(str(mnt) in line and "kudufs" in line for line in f)
+    finally:
+        pids = subprocess.run(["pgrep", "-f", f"kudufs.*{mnt}"], capture_output=True, text=True).stdout.split()
+        unmount(mnt)
+        for pid in pids:
+            for _ in range(50):
+                if not os.path.exists(f"/proc/{pid}"):
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def test_valgrind_mount_ls_cat_unmount_no_leaks(emulator, tmp_path):
+    vg = shutil.which("valgrind")
+    assert vg, "valgrind missing (scripts/install-deps test installs it)"
+    if "asan" in KUDUFS:
+        pytest.skip("valgrind cannot run an ASan binary; `make test` runs this check")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = make_config(tmp_path, emulator)
+    log = tmp_path / "vg.log"
+    proc = subprocess.Popen([vg, "--leak-check=full", "--show-leak-kinds=definite,indirect",
+                             "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
+                             f"--log-file={log}", KUDUFS, "-f", "--config", str(cfg), str(mnt)],
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        wait_mounted(mnt, proc, timeout=60)
+        subprocess.run(["ls", "-lR", str(mnt)], capture_output=True, timeout=120)
+        subprocess.run(f"cat {mnt}/demo/*/details.json {mnt}/.kudufs/status.json >/dev/null",
+                       shell=True, timeout=120)
+        data = open(mnt / "demo" / "site" / "minidump.dmp", "rb").read()
+        assert data[:4] == b"MDMP"
+        subprocess.run(["getfattr", "-d", str(mnt / "demo" / "site" / "minidump.dmp")],
+                       capture_output=True, timeout=60)
+    finally:
+        unmount(mnt, None)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]

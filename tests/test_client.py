@@ -1,0 +1,193 @@
+"""The kudu/ client against the emulator, without FUSE: every fault kind maps
+to the design's errno and message, and the emulator's counters show how many
+requests were made. Driven through build/tools/kudu_fetch."""
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.environ.get("KUDUFS_TOOLS_DIR", os.path.join(ROOT, "build", "tools"))
+FETCH = os.path.join(TOOLS, "kudu_fetch")
+
+
+def fetch(emu, *args, password=None, opts=(), site="demo", timeout=60):
+    assert os.path.exists(FETCH), "build/tools/kudu_fetch missing: run make"
+    env = dict(os.environ, KUDUFS_USER=emu.user,
+               KUDUFS_PASSWORD=emu.password if password is None else password,
+               HOME=tempfile.gettempdir())
+    cmd = [FETCH]
+    for o in opts:
+        cmd += ["-o", o]
+    cmd += [emu.url(site)] + [str(a) for a in args]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    line = p.stdout.strip()
+    fields = dict(re.findall(r"(\w+)=(\S*)", line.split(" msg=")[0]))
+    fields["msg"] = line.split(" msg=", 1)[1] if " msg=" in line else ""
+    fields["ok"] = line.startswith("OK ")
+    fields["rc"] = p.returncode
+    fields["line"] = line
+    fields["body"] = p.stderr
+    return fields
+
+
+def api_get(emu, path, site="demo"):
+    req = urllib.request.Request(emu.url(site) + path)
+    tok = base64.b64encode(f"{emu.user}:{emu.password}".encode()).decode()
+    req.add_header("Authorization", "Basic " + tok)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def site_pid(emu):
+    """The pid of the site's w3wp (the one without is_scm_site)."""
+    for p in api_get(emu, "/api/processes"):
+        if p["name"] == "w3wp" and not api_get(emu, f"/api/processes/{p['id']}").get("is_scm_site"):
+            return p["id"]
+    raise AssertionError("emulator has no site w3wp")
+
+
+def counts(emu, site="demo"):
+    return emu.stats()["sites"][site]
+
+
+def test_list_ok_counts_one_request(emulator):
+    emulator.reset()
+    r = fetch(emulator, "list")
+    assert r["ok"], r["line"]
+    assert r["status"] == "200" and r["attempts"] == "1"
+    assert isinstance(json.loads(r["body"]), list)
+    assert counts(emulator)["list"] == 1
+
+
+def test_wrong_password_is_eacces_and_names_the_source(emulator):
+    r = fetch(emulator, "list", password="not-the-password")
+    assert not r["ok"] and r["rc"] == 1
+    assert r["errno"] == "EACCES" and r["status"] == "401"
+    assert "401 Unauthorized (credentials from KUDUFS_USER/KUDUFS_PASSWORD)" in r["msg"]
+    assert "not-the-password" not in r["line"] + r["body"]
+
+
+@pytest.mark.parametrize("status,errno_name", [(403, "EACCES"), (404, "ENOENT"), (500, "EIO"),
+                                               (400, "EIO"), (504, "ETIMEDOUT")])
+def test_status_faults_map_to_errno(emulator, status, errno_name):
+    emulator.reset()
+    emulator.add_fault(route="list", kind="status", status=status, count=1)
+    r = fetch(emulator, "list")
+    assert not r["ok"]
+    assert r["errno"] == errno_name, r["line"]
+    assert r["status"] == str(status)
+    assert counts(emulator)["list"] == 1, "non-retryable status must not be retried"
+
+
+def test_front_end_cutoff_500_is_etimedout_with_hint(emulator):
+    emulator.add_fault(route="list", kind="status", status=500, message="Request Timed Out", count=1)
+    r = fetch(emulator, "list")
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "230 s" in r["msg"] and "minidump" in r["msg"]
+
+
+def test_unknown_pid_is_enoent_with_kudu_message(emulator):
+    r = fetch(emulator, "details", 987654)
+    assert r["errno"] == "ENOENT" and r["status"] == "404"
+    assert "Process with an Id of 987654 is not running." in r["msg"]
+
+
+def test_429_is_retried_honouring_retry_after(emulator):
+    emulator.reset()
+    emulator.add_fault(route="list", kind="status", status=429, retry_after=1, count=2)
+    r = fetch(emulator, "list")
+    assert r["ok"], r["line"]
+    assert r["attempts"] == "3"
+    assert float(r["secs"]) >= 1.9, "Retry-After: 1 twice must wait about 2 s"
+    assert counts(emulator)["list"] == 3
+
+
+def test_503_forever_gives_eio_after_bounded_retries(emulator):
+    emulator.reset()
+    emulator.add_fault(route="details", kind="status", status=503, retry_after=1)
+    pid = site_pid(emulator)
+    emulator.reset()
+    emulator.add_fault(route="details", kind="status", status=503, retry_after=1)
+    r = fetch(emulator, "details", pid)
+    assert r["errno"] == "EIO", r["line"]
+    assert "503" in r["msg"] and "after 5 attempts" in r["msg"]
+    assert counts(emulator)["details"] == 5
+
+
+def test_latency_is_tolerated(emulator):
+    emulator.add_fault(route="list", kind="latency", seconds=1.0, count=1)
+    r = fetch(emulator, "list")
+    assert r["ok"] and float(r["secs"]) >= 0.9
+
+
+def test_connection_refused_is_eio(emulator):
+    url = emulator.url("demo")
+    emulator.stop()
+    env = dict(os.environ, KUDUFS_USER="u", KUDUFS_PASSWORD="p", HOME=tempfile.gettempdir())
+    p = subprocess.run([FETCH, url, "list"], capture_output=True, text=True, env=env, timeout=30)
+    assert p.returncode == 1
+    assert "errno=EIO" in p.stdout and "connection failed" in p.stdout, p.stdout
+
+
+def test_dump_ok_digest_and_filename(emulator, tmp_path):
+    emulator.reset()
+    pid = site_pid(emulator)
+    out = tmp_path / "d.dmp"
+    r = fetch(emulator, "dump", pid, 1, out)
+    assert r["ok"], r["line"]
+    want = emulator.digest("demo", pid, 1)
+    assert int(r["bytes"]) == want["size"] == out.stat().st_size
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == want["sha256"]
+    assert re.fullmatch(r"w3wp-[0-9a-zA-Z]{1,6}-\d\d-\d\d-\d\d-\d\d-\d\d\.dmp", r["filename"]), r["filename"]
+    assert counts(emulator)["dump"] == 1
+
+
+@pytest.mark.parametrize("kind,errno_name,text", [
+    ("short", "EIO", "cut short"),
+    ("reset", "EIO", "reset"),
+])
+def test_dump_body_faults_are_eio(emulator, tmp_path, kind, errno_name, text):
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind=kind, after_bytes=1 << 20, count=1)
+    r = fetch(emulator, "dump", pid, 1, tmp_path / "d.dmp")
+    assert r["errno"] == errno_name, r["line"]
+    assert text in r["msg"], r["msg"]
+
+
+def test_dump_stall_past_stall_timeout_is_etimedout(emulator, tmp_path):
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind="stall", after_bytes=1 << 20, seconds=5, count=1)
+    r = fetch(emulator, "dump", pid, 1, tmp_path / "d.dmp", opts=["stall_timeout=1"])
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "stall_timeout" in r["msg"]
+    assert float(r["secs"]) < 4
+
+
+def test_slow_dump_generation_first_byte_timeout(emulator, tmp_path):
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind="slow_dump", seconds=3, count=1)
+    r = fetch(emulator, "dump", pid, 1, tmp_path / "d.dmp", opts=["first_byte_timeout=1"])
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "first_byte_timeout" in r["msg"]
+    # a generous limit waits for the slow generation, which is not a stall
+    emulator.add_fault(route="dump", kind="slow_dump", seconds=2, count=1)
+    r = fetch(emulator, "dump", pid, 1, tmp_path / "d2.dmp",
+              opts=["first_byte_timeout=10", "stall_timeout=1"])
+    assert r["ok"], r["line"]
+    assert float(r["secs"]) >= 1.9
+
+
+def test_dump_500_carries_kudu_message(emulator, tmp_path):
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind="status", status=500,
+                       message="Site sku (Free) does not support full minidump.", count=1)
+    r = fetch(emulator, "dump", pid, 2, tmp_path / "d.dmp")
+    assert r["errno"] == "EIO"
+    assert "Site sku (Free) does not support full minidump." in r["msg"]
