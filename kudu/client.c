@@ -404,7 +404,7 @@ static void fail_curl(struct kudu_request *req, struct xfer *x, CURLcode rc)
 static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 {
 	struct xfer *x = req->priv;
-	char msg[KUDU_ERRLEN - 64];
+	char msg[256];  /* Kudu's Message, truncated to leave room for context */
 	curl_off_t retry_after = 0;
 	double now = kudu_now();
 
