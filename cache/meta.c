@@ -383,7 +383,9 @@ static void detail_store(struct cache *c, size_t app, int pid, int rc, struct ca
 	cache_blob_put(blob);
 }
 
-static int detail_result(struct cache *c, size_t app, int pid, struct kudu_request *req)
+/* Parse and store a details response; *out (if given) gets a reference. */
+static int detail_result(struct cache *c, size_t app, int pid, struct kudu_request *req,
+			 struct cache_blob **out)
 {
 	struct cache_blob *blob = NULL;
 	char err[KUDU_ERRLEN];
@@ -396,6 +398,10 @@ static int detail_result(struct cache *c, size_t app, int pid, struct kudu_reque
 	} else if (rc != -ENOENT) {
 		fprintf(stderr, "kudufs: %s: process %d details: %s\n", c->cfg->apps[app]->name, pid,
 			req->errmsg);
+	}
+	if (rc == 0 && out) {
+		atomic_fetch_add(&blob->refs, 1);
+		*out = blob;
 	}
 	detail_store(c, app, pid, rc, blob);
 	return rc;
@@ -412,7 +418,7 @@ static void prefetch_done(struct kudu_request *req)
 {
 	struct prefetch *p = req->arg;
 
-	detail_result(p->c, p->app, p->pid, req);
+	detail_result(p->c, p->app, p->pid, req, NULL);
 	kudu_request_reset(req);
 	free(p);
 }
@@ -498,12 +504,9 @@ int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **
 	kudu_request_init(&req, c->cfg->apps[app], KUDU_REQ_JSON);
 	kudu_url_details(c->cfg->apps[app], pid, req.url, sizeof(req.url));
 	kudu_client_fetch(c->client, &req);
-	rc = detail_result(c, app, pid, &req);
+	rc = detail_result(c, app, pid, &req, out);
 	kudu_request_reset(&req);
-	if (rc < 0)
-		return rc;
-	/* served from the entry just stored (it cannot have expired yet) */
-	return cache_get_details(c, app, pid, out);
+	return rc;
 }
 
 bool cache_proc_gone(struct cache *c, size_t app, int pid)
