@@ -91,9 +91,9 @@ int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_t
  * bytes. Returns bytes read (0 at the end of a complete dump) or -errno. */
 ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size,
 			   off_t off, cache_interrupted_fn interrupted);
-/* Like read, but hands back the spool fd and how many bytes at `off` are
- * ready in it (for zero-copy replies); the fd stays valid while the
- * reference is held. */
+/* Wait until `size` bytes at `off` are in the spool (or the dump ended);
+ * returns how many are ready and the spool fd, valid while the reference
+ * is held. */
 ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, off_t off,
 			   cache_interrupted_fn interrupted, int *fd);
 void cache_capture_release(struct cache *c, struct capture *cap);
