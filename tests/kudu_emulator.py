@@ -1,0 +1,1014 @@
+#!/usr/bin/env python3
+"""Kudu (Azure App Service SCM) process API emulator, Python 3 standard library only.
+
+    python3 tests/kudu_emulator.py [--host 127.0.0.1] [--port 0] [--spec FILE_OR_INLINE_JSON]
+                                   [--user U] [--password P] [--token T] [--verbose]
+
+Prints exactly one line "kudu-emulator listening on http://HOST:PORT" on stdout once it
+accepts connections; stops cleanly on SIGTERM/SIGINT.
+
+Behaviour follows shared/kudu-api.md:
+  * every site is served under /<site>/api/processes..., the first site also at the root;
+    the aliases /api/diagnostics/processes and /diagnostics/processes work under both.
+  * list items carry only id, name, machineName, href, user_name, sorted by lowercase name;
+    details carry the full field set with false/0/null left out (Newtonsoft Ignore).
+  * id 0 = the SCM w3wp (href rewritten to the real pid), -1 = the site's w3wp.
+  * GET .../{id}/dump?dumpType=N[&format=raw|zip]: the dump is "written" first (dump_delay
+    seconds, nothing sent), then streamed with Content-Length. format=zip answers a real
+    (stored, zip64, data-descriptor) zip holding minidump.dmp, chunked, no Content-Length.
+  * Kudu's fixed-file race: a second dump of a site while one is in progress gets 500
+    "...being used by another process." and the earlier one is cut.
+  * Basic auth, or Bearer when a token is configured; else 401 + WWW-Authenticate.
+
+Dump bodies are deterministic: a 1 MiB pattern block per (site, pid, dumpType) from
+shake_256(sha256 seed); chunk i (1 MiB) = 8-byte big-endian i + block[8:], except that
+chunk 0 starts with the minidump header b"MDMP\\x93\\xa7\\x00\\x00" instead of its index.
+The last chunk is truncated to the size. expected_digest() uses the same generator.
+
+Control routes (no auth, never counted): see CONTROL_HELP below / README of tests.
+"""
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import zipfile
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+CHUNK = 1 << 20
+MDMP_HEADER = b"MDMP\x93\xa7\x00\x00"
+DEFAULT_USER = "demo"
+DEFAULT_PASSWORD = "demo-secret-pw"
+API_BASES = (("api", "processes"), ("api", "diagnostics", "processes"), ("diagnostics", "processes"))
+ROUTES = ("list", "details", "dump", "other")
+FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed")
+CONFLICT_MSG = ("The process cannot access the file 'C:\\home\\LogFiles\\minidump\\minidump.dmp' "
+                "because it is being used by another process.")
+REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+           503: "Service Unavailable", 504: "Gateway Timeout"}
+BASE_TIME = datetime(2024, 9, 4, 10, 33, 18, 123456, tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------- dump bodies
+
+_block_cache = {}
+_block_lock = threading.Lock()
+
+
+def pattern_block(site, pid, dump_type):
+    """The 1 MiB pattern block of one (site, pid, dumpType)."""
+    key = (str(site), int(pid), int(dump_type))
+    with _block_lock:
+        b = _block_cache.get(key)
+    if b is None:
+        seed = hashlib.sha256(("kudu-emulator/%s/%d/%d" % key).encode()).digest()
+        b = hashlib.shake_256(seed).digest(CHUNK)
+        with _block_lock:
+            if len(_block_cache) > 64:
+                _block_cache.clear()
+            _block_cache[key] = b
+    return b
+
+
+def iter_dump(site, pid, dump_type, size, start=0):
+    """Yield memoryviews of the dump body from byte `start`. Reuses one buffer: consume each
+    view before asking for the next one."""
+    block = pattern_block(site, pid, dump_type)
+    buf = bytearray(block)
+    mv = memoryview(buf)
+    idx, off = divmod(start, CHUNK)
+    nchunks = (size + CHUNK - 1) // CHUNK
+    while idx < nchunks:
+        if idx == 0:
+            buf[0:8] = MDMP_HEADER
+        else:
+            struct.pack_into(">Q", buf, 0, idx)
+        n = min(CHUNK, size - idx * CHUNK)
+        yield mv[off:n]
+        off = 0
+        idx += 1
+
+
+def _hash_dump(site, pid, dump_type, size, algo):
+    h = hashlib.new(algo)
+    for piece in iter_dump(site, pid, dump_type, size):
+        h.update(piece)
+    return h
+
+
+_digest_cache = {}
+
+
+def expected_digests(site, pid, dump_type, size):
+    """(sha256 hex, md5 hex, size) of the dump body; md5 and sha256 run in parallel threads
+    (hashlib releases the GIL)."""
+    key = (str(site), int(pid), int(dump_type), int(size))
+    if key in _digest_cache:
+        return _digest_cache[key]
+    res = {}
+
+    def run(algo):
+        res[algo] = _hash_dump(site, pid, dump_type, size, algo).hexdigest()
+    t = threading.Thread(target=run, args=("md5",))
+    t.start()
+    run("sha256")
+    t.join()
+    out = (res["sha256"], res["md5"], int(size))
+    _digest_cache[key] = out
+    return out
+
+
+def expected_digest(site, pid, dump_type, size):
+    """(sha256 hex, size) of the body the emulator sends for that dump."""
+    sha, _md5, size = expected_digests(site, pid, dump_type, size)
+    return sha, size
+
+
+# --------------------------------------------------------------------------- model
+
+def _derive(name, n):
+    return hashlib.sha256(("inst/" + name).encode()).hexdigest()[:n]
+
+
+def iso(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%07d" % (dt.microsecond * 10) + "Z"
+
+
+def timespan(secs):
+    neg = secs < 0
+    secs = abs(secs)
+    ticks = int(round(secs * 10_000_000))
+    days, rem = divmod(ticks, 86400 * 10_000_000)
+    h, rem = divmod(rem, 3600 * 10_000_000)
+    m, rem = divmod(rem, 60 * 10_000_000)
+    s, frac = divmod(rem, 10_000_000)
+    out = "%02d:%02d:%02d" % (h, m, s)
+    if frac:
+        out += ".%07d" % frac
+    if days:
+        out = "%d.%s" % (days, out)
+    return ("-" if neg else "") + out
+
+
+def default_processes():
+    return [{"name": "w3wp", "pid": 4100, "scm": True},
+            {"name": "w3wp", "pid": 4292},
+            {"name": "dotnet", "pid": 5012},
+            {"name": "php-cgi", "pid": 6240}]
+
+
+def generated_processes(count, name=None):
+    procs = []
+    names = [name] if name else ["dotnet", "node"]
+    for i in range(count):
+        if i == 0:
+            procs.append({"name": "w3wp", "pid": 4100, "scm": True})
+        elif i == 1:
+            procs.append({"name": "w3wp", "pid": 4292})
+        else:
+            procs.append({"name": names[i % len(names)], "pid": 10000 + i})
+    return procs
+
+
+class Site:
+    def __init__(self, name, spec):
+        spec = dict(spec or {})
+        self.name = name
+        self.spec = spec
+        self.sku = spec.get("sku", "Standard")
+        self.instance = str(spec.get("instance") or _derive(name, 64))
+        self.machine = str(spec.get("machine") or ("RD" + _derive("m/" + name, 10).upper()))
+        self.mini_size = int(spec.get("mini_size", 4 << 20))
+        self.full_size = int(spec.get("full_size", 64 << 20))
+        self.dump_delay = float(spec.get("dump_delay", 0.05))
+        self.user = spec.get("user")
+        self.password = spec.get("password")
+        self.token = spec.get("token")
+        if "processes" in spec:
+            procs = [dict(p) for p in spec["processes"]]
+        elif "count" not in spec:
+            procs = default_processes()
+        else:
+            procs = []
+        if "count" in spec:
+            gen = generated_processes(int(spec["count"]), spec.get("name"))
+            have = {int(p["pid"]) for p in procs}
+            procs += [p for p in gen[len(procs):] if p["pid"] not in have]
+        self.procs = {}
+        for p in procs:
+            p["pid"] = int(p["pid"])
+            p["name"] = str(p.get("name", "w3wp"))
+            self.procs[p["pid"]] = p
+        self._sorted = None
+
+    def sorted_procs(self):
+        s = self._sorted
+        if s is None:
+            s = sorted(self.procs.values(), key=lambda p: p["name"].lower())
+            self._sorted = s
+        return s
+
+    def kill(self, pid):
+        p = self.procs.pop(int(pid), None)
+        self._sorted = None
+        return p is not None
+
+    def scm_proc(self):
+        for p in self.procs.values():
+            if p.get("scm"):
+                return p
+        return None
+
+    def site_proc(self):
+        for p in self.procs.values():
+            if p["name"].lower() == "w3wp" and not p.get("scm"):
+                return p
+        return None
+
+    def resolve(self, pid):
+        if pid == 0:
+            return self.scm_proc()
+        if pid == -1:
+            return self.site_proc()
+        return self.procs.get(pid)
+
+    def dump_size(self, proc, dump_type):
+        if dump_type == 2:
+            return int(proc.get("full_size", self.full_size))
+        return int(proc.get("mini_size", self.mini_size))
+
+    def user_name(self, proc):
+        if "user_name" in proc:
+            return proc["user_name"]
+        return "IIS APPPOOL\\" + ("~1" if proc.get("scm") else "") + self.name
+
+    def list_item(self, proc, base):
+        item = {"id": proc["pid"], "name": proc["name"], "machineName": self.machine,
+                "href": "%s/%d" % (base, proc["pid"])}
+        un = self.user_name(proc)
+        if un is not None:
+            item["user_name"] = un
+        return item
+
+    def detail(self, proc, base, href):
+        pid = proc["pid"]
+        site_w3wp = self.site_proc()
+        is_w3wp = proc["name"].lower() == "w3wp"
+        if is_w3wp or site_w3wp is None or site_w3wp is proc:
+            ppid = 0
+        else:
+            ppid = site_w3wp["pid"]
+        children = []
+        if site_w3wp is proc:
+            children = ["%s/%d" % (base, p["pid"]) for p in self.procs.values()
+                        if p["name"].lower() != "w3wp" and p is not proc]
+        start = BASE_TIME - timedelta(seconds=pid % 86400, microseconds=pid * 7 % 1000000)
+        tids = [pid * 4 + 4, pid * 4 + 8, pid * 4 + 12]
+        scm = bool(proc.get("scm"))
+        exe = {"w3wp": r"D:\Windows\SysWOW64\inetsrv\w3wp.exe",
+               "dotnet": r"D:\Program Files\dotnet\dotnet.exe",
+               "php-cgi": r"D:\Program Files (x86)\PHP\v8.0\php-cgi.exe"}.get(
+            proc["name"], "D:\\home\\site\\wwwroot\\%s.exe" % proc["name"])
+        d = {
+            "id": pid, "name": proc["name"], "href": href,
+            "minidump": href + "/dump",
+            "parent": "%s/%d" % (base, ppid),
+            "children": children,
+            "threads": [{"id": t, "href": "%s/threads/%d" % (href, t), "state": "Wait"} for t in tids],
+            "open_file_handles": [r"D:\home\LogFiles\eventlog.xml"] if is_w3wp else [],
+            "modules": [{"base_address": "7ffb5c3d0000", "file_name": "ntdll.dll",
+                         "file_version": "10.0.20348.2849",
+                         "href": href + "/modules/7ffb5c3d0000"}],
+            "file_name": exe,
+            "command_line": "%s -ap \"%s%s\"" % (exe, "~1" if scm else "", self.name) if is_w3wp else exe,
+            "user_name": self.user_name(proc),
+            "handle_count": 400 + pid % 500,
+            "module_count": 1,
+            "thread_count": len(tids),
+            "start_time": iso(start),
+            "total_cpu_time": timespan(3.125 + pid % 7),
+            "user_cpu_time": timespan(2.5 + pid % 5),
+            "privileged_cpu_time": timespan(0.625),
+            "working_set": 150 * 1024 * 1024 + pid * 4096,
+            "peak_working_set": 180 * 1024 * 1024 + pid * 4096,
+            "private_memory": 120 * 1024 * 1024 + pid * 4096,
+            "virtual_memory": 2 * 1024 ** 4 + pid * 65536,
+            "peak_virtual_memory": 2 * 1024 ** 4 + pid * 65536 + (1 << 26),
+            "paged_system_memory": 512 * 1024,
+            "non_paged_system_memory": 64 * 1024,
+            "paged_memory": 120 * 1024 * 1024 + pid * 4096,
+            "peak_paged_memory": 130 * 1024 * 1024 + pid * 4096,
+            "time_stamp": iso(datetime.now(timezone.utc)),
+            "environment_variables": {"APP_POOL_ID": ("~1" if scm else "") + self.name,
+                                      "WEBSITE_SITE_NAME": self.name,
+                                      "WEBSITE_INSTANCE_ID": self.instance,
+                                      "COMPUTERNAME": self.machine},
+            "is_profile_running": False,
+            "is_iis_profile_running": False,
+            "iis_profile_timeout_in_seconds": 180.0,
+            "is_scm_site": scm,
+            "is_webjob": False,
+            "description": None,
+            "machineName": self.machine,
+        }
+        # Newtonsoft DefaultValueHandling.Ignore: false, 0, null left out (id/name/machineName kept)
+        out = {k: v for k, v in d.items()
+               if k in ("id", "name", "machineName") or not (v is None or v is False or (
+                   type(v) in (int, float) and v == 0))}
+        out.update(proc.get("details") or {})
+        return out
+
+
+# --------------------------------------------------------------------------- state
+
+class State:
+    def __init__(self, spec):
+        self.lock = threading.Lock()
+        spec = dict(spec or {})
+        self.user = spec.get("user", DEFAULT_USER)
+        self.password = spec.get("password", DEFAULT_PASSWORD)
+        self.token = spec.get("token")
+        sites = spec.get("sites") or {"demo": {}}
+        self.sites = {}
+        for name, s in sites.items():
+            self.sites[name] = Site(name, s)
+        self.faults = []
+        for f in spec.get("faults") or []:
+            self.add_fault(f)
+        self.active_dumps = {}  # site -> DumpCtx
+        self.reset_stats()
+
+    def spec(self):
+        return {"user": self.user, "password": self.password, "token": self.token,
+                "sites": {n: dict(s.spec, sku=s.sku, instance=s.instance, machine=s.machine,
+                                  mini_size=s.mini_size, full_size=s.full_size,
+                                  dump_delay=s.dump_delay,
+                                  processes=[dict(p) for p in s.procs.values()])
+                          for n, s in self.sites.items()},
+                "faults": [dict(f) for f in self.faults]}
+
+    def first_site(self):
+        return next(iter(self.sites.values()), None)
+
+    def reset_stats(self):
+        with self.lock:
+            self.requests = {r: 0 for r in ROUTES}
+            self.site_stats = {}
+            self.peak = 0
+            self.current = 0
+            self.conflicts = 0
+            self.unauthorized = 0
+            self.dump_bytes = 0
+
+    def sstat(self, name):
+        s = self.site_stats.get(name)
+        if s is None:
+            s = {"list": 0, "details": 0, "dump": 0, "other": 0, "dump_peak": 0,
+                 "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0}
+            self.site_stats[name] = s
+        return s
+
+    def stats(self):
+        with self.lock:
+            sites = {}
+            for n in list(self.sites) + [n for n in self.site_stats if n not in self.sites]:
+                s = dict(self.sstat(n))
+                s["dumps_by_key"] = dict(s["dumps_by_key"])
+                sites[n] = s
+            return {"requests": dict(self.requests), "sites": sites, "peak_concurrent": self.peak,
+                    "current": self.current, "dump_conflicts": self.conflicts,
+                    "unauthorized": self.unauthorized, "dump_bytes": self.dump_bytes,
+                    "faults": [dict(f) for f in self.faults]}
+
+    def add_fault(self, f):
+        if not isinstance(f, dict):
+            raise ValueError("a fault is a JSON object")
+        f = dict(f)
+        f.setdefault("route", "any")
+        if f["route"] not in ("list", "details", "dump", "other", "any"):
+            raise ValueError("bad route %r" % f["route"])
+        if f.get("kind") not in FAULT_KINDS:
+            raise ValueError("bad kind %r (one of %s)" % (f.get("kind"), ", ".join(FAULT_KINDS)))
+        for k in ("site", "pid", "dump_type", "count"):
+            f.setdefault(k, None)
+        if f["kind"] == "status":
+            f["status"] = int(f.get("status", 500))
+        with self.lock:
+            self.faults.append(f)
+
+    def take_faults(self, route, site, pid, dump_type):
+        """The faults matching this request; each consumes one of its count."""
+        out = []
+        with self.lock:
+            keep = []
+            for f in self.faults:
+                ok = (f["route"] in ("any", route) and f["site"] in (None, site)
+                      and (f["pid"] is None or (pid is not None and int(f["pid"]) == pid))
+                      and (f["dump_type"] is None or (dump_type is not None and int(f["dump_type"]) == dump_type)))
+                if ok:
+                    out.append(dict(f))
+                    if f["count"] is not None:
+                        f["count"] = int(f["count"]) - 1
+                        if f["count"] <= 0:
+                            continue
+                keep.append(f)
+            self.faults = keep
+        return out
+
+
+class DumpCtx:
+    def __init__(self, conn):
+        self.conn = conn
+        self.cancel = threading.Event()
+
+    def cut(self):
+        self.cancel.set()
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class Abort(Exception):
+    """Connection closed on purpose (fault or cut): just end the handler."""
+
+
+# --------------------------------------------------------------------------- HTTP
+
+class ChunkedWriter:
+    """File-like for zipfile: writes HTTP/1.1 chunks, counts bytes (no tell: zipfile then
+    writes data descriptors, as for any unseekable stream)."""
+
+    def __init__(self, handler):
+        self.h = handler
+
+    def write(self, data):
+        if data:
+            n = len(data)
+            self.h.raw_write(b"%x\r\n" % n)
+            self.h.raw_write(data)
+            self.h.raw_write(b"\r\n")
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-IIS/10.0"
+    sys_version = ""
+
+    def version_string(self):
+        return self.server_version
+
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("kudu-emulator: %s %s\n" % (self.address_string(), fmt % args))
+
+    # ----------------------------------------------------------------- plumbing
+    @property
+    def st(self):
+        return self.server.state
+
+    def raw_write(self, data):
+        try:
+            self.wfile.write(data)
+        except OSError as e:
+            raise Abort() from e
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def send_bytes(self, status, body, ctype="application/json; charset=utf-8", headers=(),
+                   faults=()):
+        self.send_response(status, REASONS.get(status))
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.write_body([memoryview(body)], faults)
+
+    def send_json(self, status, obj, headers=(), faults=()):
+        self.send_bytes(status, json.dumps(obj, separators=(",", ":")).encode(), headers=headers,
+                        faults=faults)
+
+    def message(self, status, msg, headers=()):
+        self.send_json(status, {"Message": msg}, headers=headers)
+
+    def rst(self):
+        """Abort the connection with a TCP RST (SO_LINGER 0 close)."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close_now()
+
+    def close_now(self):
+        self.close_connection = True
+        try:
+            self.rfile.close()
+        except OSError:
+            pass
+        try:
+            self.connection.close()
+        except OSError:
+            pass
+        raise Abort()
+
+    def write_body(self, pieces, faults=(), cancel=None, count_dump=None):
+        """Write an iterable of buffers, applying stall/reset/short faults at after_bytes."""
+        body_faults = sorted((f for f in faults if f["kind"] in ("stall", "reset", "short")),
+                             key=lambda f: int(f.get("after_bytes", 0)))
+        sent = 0
+        wfile = self.wfile
+        for piece in pieces:
+            while len(piece):
+                if cancel is not None and cancel.is_set():
+                    self.rst()
+                if body_faults:
+                    at = int(body_faults[0].get("after_bytes", 0))
+                    if sent >= at:
+                        f = body_faults.pop(0)
+                        self.apply_body_fault(f, cancel)
+                        continue
+                    n = min(len(piece), at - sent)
+                else:
+                    n = len(piece)
+                part = piece[:n] if n < len(piece) else piece
+                try:
+                    wfile.write(part)
+                except OSError:
+                    self.close_connection = True
+                    raise Abort()
+                sent += n
+                if count_dump is not None:
+                    count_dump(n)
+                piece = piece[n:]
+        # faults placed at or after the end of the body
+        for f in body_faults:
+            if f["kind"] in ("reset", "short") and int(f.get("after_bytes", 0)) <= sent:
+                self.apply_body_fault(f, cancel)
+        return sent
+
+    def apply_body_fault(self, f, cancel):
+        kind = f["kind"]
+        if kind == "stall":
+            secs = float(f.get("seconds", 5))
+            ev = cancel or threading.Event()
+            if ev.wait(secs) or f.get("close"):
+                self.rst() if f.get("close") == "reset" else self.close_clean()
+        elif kind == "reset":
+            self.rst()
+        elif kind == "short":
+            self.close_clean()
+
+    def close_clean(self):
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_now()
+
+    # ----------------------------------------------------------------- dispatch
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_HEAD(self):
+        self.dispatch("HEAD")
+
+    def dispatch(self, method):
+        try:
+            u = urlsplit(self.path)
+            self.query = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+            self.rawpath = u.path
+            if u.path.startswith("/_emulator/") or u.path == "/_emulator":
+                self.control(method, u.path)
+            else:
+                self.api(method, u.path)
+        except Abort:
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    # ----------------------------------------------------------------- control
+    def control(self, method, path):
+        st = self.st
+        body = self.read_body() if method in ("POST", "PUT", "DELETE") else b""
+        q = self.query
+        try:
+            data = json.loads(body) if body.strip() else None
+        except ValueError as e:
+            return self.send_json(400, {"error": "bad JSON: %s" % e})
+        what = path[len("/_emulator/"):].strip("/")
+        try:
+            if what == "health" and method == "GET":
+                return self.send_json(200, {"ok": True, "sites": list(st.sites)})
+            if what == "stats" and method == "GET":
+                return self.send_json(200, st.stats())
+            if what == "spec" and method == "GET":
+                return self.send_json(200, st.spec())
+            if what == "reset" and method == "POST":
+                st.reset_stats()
+                with st.lock:
+                    st.faults = []
+                return self.send_json(200, {"ok": True})
+            if what == "faults":
+                if method == "GET":
+                    return self.send_json(200, st.stats()["faults"])
+                if method == "POST":
+                    items = data if isinstance(data, list) else [data]
+                    for f in items:
+                        st.add_fault(f)
+                    return self.send_json(200, {"ok": True, "faults": len(st.faults)})
+                if method == "DELETE":
+                    with st.lock:
+                        st.faults = []
+                    return self.send_json(200, {"ok": True})
+            if what == "site" and method in ("POST", "PUT"):
+                name = q.get("name") or (data or {}).get("name")
+                if not name:
+                    return self.send_json(400, {"error": "name= required"})
+                site = Site(name, data or {})
+                with st.lock:
+                    st.sites[name] = site
+                return self.send_json(200, {"ok": True, "site": name, "processes": len(site.procs)})
+            if what == "kill" and method == "POST":
+                site = st.sites.get(q.get("site") or st.first_site().name)
+                if site is None:
+                    return self.send_json(404, {"error": "no such site"})
+                with st.lock:
+                    p = site.resolve(int(q.get("pid")))
+                    ok = p is not None and site.kill(p["pid"])
+                return self.send_json(200 if ok else 404, {"ok": ok})
+            if what == "digest" and method == "GET":
+                site = st.sites.get(q.get("site") or st.first_site().name)
+                dt = int(q.get("type", q.get("dumpType", 1)))
+                if site is None:
+                    return self.send_json(404, {"error": "no such site"})
+                pid = int(q.get("pid"))
+                p = site.resolve(pid)
+                if "size" in q:
+                    size = int(q["size"])
+                    pid = p["pid"] if p is not None else pid
+                elif p is None:
+                    return self.send_json(404, {"error": "no such process"})
+                else:
+                    size = site.dump_size(p, dt)
+                    pid = p["pid"]
+                sha, md5, size = expected_digests(site.name, pid, dt, size)
+                return self.send_json(200, {"sha256": sha, "md5": md5,
+                                            "md5_b64": base64.b64encode(binascii.unhexlify(md5)).decode(),
+                                            "size": size, "site": site.name, "pid": pid, "type": dt})
+        except (ValueError, TypeError, KeyError) as e:
+            return self.send_json(400, {"error": str(e)})
+        return self.send_json(404, {"error": "unknown control route %s %s" % (method, path)})
+
+    # ----------------------------------------------------------------- API
+    def parse_api_path(self, path):
+        """-> (site, base_path, rest segments) or None."""
+        segs = [unquote(s) for s in path.split("/")]
+        segs = [s for s in segs[1:]]
+        if segs and segs[-1] == "":
+            segs = segs[:-1]
+        st = self.st
+        cands = []
+        if segs and segs[0] in st.sites:
+            cands.append((st.sites[segs[0]], 1))
+        first = st.first_site()
+        if first is not None:
+            cands.append((first, 0))
+        for site, skip in cands:
+            for b in API_BASES:
+                n = len(b)
+                if tuple(s.lower() for s in segs[skip:skip + n]) == b:
+                    base = "/" + "/".join(quote(s) for s in segs[:skip + n])
+                    return site, base, segs[skip + n:]
+        return None
+
+    def authorized(self, site):
+        st = self.st
+        user = site.user if site and site.user is not None else st.user
+        pw = site.password if site and site.password is not None else st.password
+        token = site.token if site and site.token is not None else st.token
+        h = self.headers.get("Authorization") or ""
+        scheme, _, val = h.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                u, _, p = base64.b64decode(val.strip(), validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return u == user and p == pw
+        if scheme.lower() == "bearer" and token:
+            return val.strip() == token
+        return False
+
+    def api(self, method, path):
+        st = self.st
+        body = self.read_body() if method in ("POST", "PUT", "DELETE") else b""
+        del body
+        parsed = self.parse_api_path(path)
+        site = parsed[0] if parsed else st.first_site()
+        if not self.authorized(site):
+            with st.lock:
+                st.unauthorized += 1
+            return self.send_bytes(401, b"401 - Unauthorized: Access is denied due to invalid credentials.",
+                                   ctype="text/plain", headers=[("WWW-Authenticate", 'Basic realm="kudu"')])
+        route, pid, dump_type, rest = "other", None, None, []
+        if parsed:
+            _, base, rest = parsed
+            if not rest and method == "GET":
+                route = "list"
+            elif len(rest) == 1 and method == "GET":
+                route = "details"
+            elif len(rest) == 2 and rest[1].lower() == "dump" and method == "GET":
+                route = "dump"
+            if rest:
+                try:
+                    pid = int(rest[0])
+                except ValueError:
+                    pid = None
+            if route == "dump":
+                try:
+                    dump_type = int(self.query.get("dumpType", "0") or 0)
+                except ValueError:
+                    dump_type = None
+        # resolve 0/-1 for fault matching and stats keys
+        proc = site.resolve(pid) if (parsed and pid is not None) else None
+        real_pid = proc["pid"] if proc is not None else pid
+        with st.lock:
+            st.requests[route] += 1
+            ss = st.sstat(site.name) if site else st.sstat("?")
+            ss[route] += 1
+            st.current += 1
+            st.peak = max(st.peak, st.current)
+            if route == "dump":
+                ss["dump_current"] += 1
+                ss["dump_peak"] = max(ss["dump_peak"], ss["dump_current"])
+                k = "%s/%s" % (real_pid, dump_type)
+                ss["dumps_by_key"][k] = ss["dumps_by_key"].get(k, 0) + 1
+        try:
+            faults = st.take_faults(route, site.name if site else None, real_pid, dump_type)
+            for f in faults:
+                if f["kind"] == "latency":
+                    time.sleep(float(f.get("seconds", 1)))
+            for f in faults:
+                if f["kind"] == "status":
+                    return self.fault_status(f)
+                if f["kind"] == "malformed":
+                    b = f.get("body") or '[{"id": 4100, "name": "w3wp", "machineName": '
+                    return self.send_bytes(200, b.encode() if isinstance(b, str) else bytes(b),
+                                           faults=faults)
+            if not parsed:
+                return self.message(404, "No HTTP resource was found that matches the request URI "
+                                         "'http://%s%s'." % (self.host(), self.path))
+            _, base, rest = parsed
+            if route == "list":
+                return self.do_list(site, base, faults)
+            if route == "details":
+                return self.do_details(site, base, rest, proc, faults)
+            if route == "dump":
+                return self.do_dump(site, rest, proc, dump_type, faults)
+            return self.do_other(method, site, base, rest, proc, faults)
+        finally:
+            with st.lock:
+                st.current -= 1
+                if route == "dump":
+                    ss["dump_current"] -= 1
+
+    def host(self):
+        return self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
+
+    def fault_status(self, f):
+        status = int(f["status"])
+        headers = []
+        if f.get("retry_after") is not None:
+            headers.append(("Retry-After", str(f["retry_after"])))
+        if status == 401:
+            headers.append(("WWW-Authenticate", 'Basic realm="kudu"'))
+        if f.get("body") is not None:
+            b = f["body"]
+            return self.send_bytes(status, b.encode() if isinstance(b, str) else json.dumps(b).encode(),
+                                   ctype=f.get("content_type", "text/plain; charset=utf-8"),
+                                   headers=headers)
+        return self.message(status, f.get("message") or REASONS.get(status, "Error"), headers)
+
+    def not_running(self, rest):
+        return self.message(404, "Process with an Id of %s is not running." % rest[0])
+
+    def do_list(self, site, base, faults):
+        href = "http://" + self.host() + base
+        items = [site.list_item(p, href) for p in site.sorted_procs()]
+        return self.send_json(200, items, faults=faults)
+
+    def do_details(self, site, base, rest, proc, faults):
+        if proc is None:
+            return self.not_running(rest)
+        root = "http://" + self.host() + base
+        segs = self.rawpath.rstrip("/").rsplit("/", 1)
+        href = "http://" + self.host() + segs[0] + "/" + (str(proc["pid"]) if segs[1] == "0" else segs[1])
+        return self.send_json(200, site.detail(proc, root, href), faults=faults)
+
+    def do_other(self, method, site, base, rest, proc, faults):
+        if rest and proc is None and not (len(rest) == 1 and method == "GET"):
+            if rest and rest[0].lstrip("-").isdigit():
+                return self.not_running(rest)
+        if len(rest) == 1 and method == "DELETE" or (len(rest) == 2 and rest[1].lower() == "stop"
+                                                    and method == "POST"):
+            if rest[0] == "0":
+                self.rst()  # Kudu killed itself
+            with self.st.lock:
+                site.kill(proc["pid"])
+            self.send_response(204, "No Content")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if len(rest) == 2 and rest[1].lower() == "threads" and method == "GET":
+            return self.send_json(200, site.detail(proc, "", "http://%s%s/%s" % (
+                self.host(), base, rest[0]))["threads"], faults=faults)
+        if len(rest) == 2 and rest[1].lower() == "modules" and method == "GET":
+            return self.send_json(200, site.detail(proc, "", "http://%s%s/%s" % (
+                self.host(), base, rest[0]))["modules"], faults=faults)
+        if len(rest) == 3 and rest[1].lower() == "environments" and method == "GET":
+            env = site.detail(proc, "", "")["environment_variables"]
+            flt = rest[2].lower()
+            if flt != "all":
+                env = {k: v for k, v in env.items() if flt in k.lower()}
+            return self.send_json(200, env, faults=faults)
+        if rest and not rest[0].lstrip("-").isdigit():
+            return self.message(400, "The request is invalid.")
+        return self.message(404, "No HTTP resource was found that matches the request URI "
+                                 "'http://%s%s'." % (self.host(), self.path))
+
+    def do_dump(self, site, rest, proc, dump_type, faults):
+        st = self.st
+        fmt = self.query.get("format", "raw")
+        if fmt.lower() not in ("raw", "zip"):
+            if fmt.lower() in ("diagsession",):
+                return self.message(400, "Dump format (%s) is not supported." % fmt)
+            return self.message(400, "Requested value '%s' was not found." % fmt)
+        if dump_type is None:
+            return self.message(400, "The request is invalid.")
+        if dump_type == 2 and str(site.sku).lower() == "free":
+            return self.message(500, "Site sku (Free) does not support full minidump.")
+        if proc is None:
+            return self.not_running(rest)
+        if proc.get("dump_error"):
+            return self.message(500, str(proc["dump_error"]))
+        ctx = DumpCtx(self.connection)
+        with st.lock:
+            prev = st.active_dumps.get(site.name)
+            if prev is not None:
+                st.active_dumps.pop(site.name, None)
+                st.conflicts += 1
+        if prev is not None:
+            prev.cut()
+            return self.message(500, CONFLICT_MSG)
+        with st.lock:
+            st.active_dumps[site.name] = ctx
+        try:
+            delay = site.dump_delay + sum(float(f.get("seconds", 1)) for f in faults
+                                          if f["kind"] == "slow_dump")
+            if ctx.cancel.wait(delay):
+                self.rst()
+            size = site.dump_size(proc, dump_type)
+            ts = datetime.now(timezone.utc).strftime("%m-%d-%H-%M-%S")
+            zipped = fmt.lower() == "zip"
+            fname = "%s-%s-%s.%s" % (proc["name"], site.instance[:6], ts, "zip" if zipped else "dmp")
+            self.send_response(200, "OK")
+            self.send_header("Content-Type", "application/zip" if zipped else "application/octet-stream")
+            if zipped:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(size))
+            self.send_header("Content-Disposition", "attachment; filename=" + header_filename(fname))
+            self.end_headers()
+            ss = st.site_stats.get(site.name)
+
+            def count(n):
+                st.dump_bytes += n  # approximate under races; informational only
+                if ss is not None:
+                    ss["dump_bytes"] += n
+            pieces = iter_dump(site.name, proc["pid"], dump_type, size)
+            if zipped:
+                self.write_zip(pieces, ctx)
+            else:
+                self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count)
+        finally:
+            with st.lock:
+                if st.active_dumps.get(site.name) is ctx:
+                    del st.active_dumps[site.name]
+
+    def write_zip(self, pieces, ctx):
+        w = ChunkedWriter(self)
+        with zipfile.ZipFile(w, "w", zipfile.ZIP_STORED) as zf:
+            with zf.open("minidump.dmp", "w", force_zip64=True) as out:
+                for p in pieces:
+                    if ctx.cancel.is_set():
+                        self.rst()
+                    out.write(p)
+        self.raw_write(b"0\r\n\r\n")
+
+
+def header_filename(name):
+    """Content-Disposition filename value: bare token when safe (Kudu's usual case), else a quoted
+    string; control characters (never in a Windows process name) become '_'; non-ASCII is
+    MIME-encoded like .NET's ContentDispositionHeaderValue."""
+    name = "".join("_" if ord(c) < 32 or ord(c) == 127 else c for c in name)
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        return '"=?utf-8?B?%s?="' % base64.b64encode(name.encode()).decode()
+    tspecials = set('()<>@,;:\\"/[]?={} \t')
+    if any(c in tspecials for c in name):
+        return '"%s"' % name.replace("\\", "\\\\").replace('"', '\\"')
+    return name
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        if self.verbose:
+            super().handle_error(request, client_address)
+
+
+def load_spec(arg):
+    if not arg:
+        return {}
+    s = arg.strip()
+    if s.startswith("{"):
+        return json.loads(s)
+    with open(arg) as f:
+        return json.load(f)
+
+
+def make_server(spec=None, host="127.0.0.1", port=0, verbose=False):
+    srv = Server((host, port), Handler)
+    srv.state = State(spec)
+    srv.verbose = verbose
+    return srv
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Kudu process API emulator")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--spec", help="spec file or inline JSON")
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    ap.add_argument("--token")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    spec = load_spec(a.spec)
+    for k in ("user", "password", "token"):
+        if getattr(a, k) is not None:
+            spec[k] = getattr(a, k)
+    srv = make_server(spec, a.host, a.port, a.verbose)
+
+    def stop(signum, frame):
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = srv.server_address[:2]
+    sys.stdout.write("kudu-emulator listening on http://%s:%d\n" % (host, port))
+    sys.stdout.flush()
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    finally:
+        srv.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
