@@ -25,7 +25,32 @@ shake_256(sha256 seed); chunk i (1 MiB) = 8-byte big-endian i + block[8:], excep
 chunk 0 starts with the minidump header b"MDMP\\x93\\xa7\\x00\\x00" instead of its index.
 The last chunk is truncated to the size. expected_digest() uses the same generator.
 
-Control routes (no auth, never counted): see CONTROL_HELP below / README of tests.
+Spec (JSON, all optional): {"user", "password", "token", "faults": [...], "sites": {NAME: {
+  "sku", "instance", "machine", "mini_size", "full_size", "dump_delay", "release_on_disconnect",
+  "user", "password", "token", "count", "name",
+  "processes": [{"name", "pid", "scm", "mini_size", "full_size", "user_name", "dump_error",
+                 "details": {extra/overriding detail fields}}]}}}
+Default: one site "demo" (user demo, password demo-secret-pw) with an SCM w3wp 4100, the
+site's w3wp 4292, dotnet 5012 and php-cgi 6240; mini dumps 4 MiB, full dumps 64 MiB.
+dumpType 2 uses full_size, every other dumpType mini_size.
+
+A client that gives up during the "writing" phase does not free the site (Kudu's
+MiniDumpWriteDump goes on): a new dump in that window conflicts. "release_on_disconnect":
+true on a site frees it as soon as the waiting client disconnects.
+
+Faults: {"route": "list|details|dump|other|any", "site", "pid", "dump_type", "count",
+  "kind": "latency" (seconds) | "slow_dump" (seconds) | "stall" (after_bytes, seconds,
+  close: false|true|"reset") | "reset" (after_bytes) | "short" (after_bytes) |
+  "status" (status, retry_after, message | body, content_type) | "malformed" (body)}
+
+Control routes (no auth, never counted in stats), JSON:
+  GET /_emulator/health | /_emulator/stats | /_emulator/spec | /_emulator/faults
+  GET /_emulator/digest?site=S&pid=P&type=T[&size=N] -> {sha256, md5, md5_b64, size, ...}
+  POST /_emulator/reset            zero counters, clear faults
+  POST /_emulator/faults           body: a fault or a list of faults (added)
+  DELETE /_emulator/faults         clear faults
+  POST /_emulator/site?name=S      body: a site spec (replaces or adds the site)
+  POST /_emulator/kill?site=S&pid=P  remove a process (then 404)
 """
 import argparse
 import base64
@@ -33,6 +58,7 @@ import binascii
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -191,6 +217,7 @@ class Site:
         self.mini_size = int(spec.get("mini_size", 4 << 20))
         self.full_size = int(spec.get("full_size", 64 << 20))
         self.dump_delay = float(spec.get("dump_delay", 0.05))
+        self.release_on_disconnect = bool(spec.get("release_on_disconnect", False))
         self.user = spec.get("user")
         self.password = spec.get("password")
         self.token = spec.get("token")
@@ -602,9 +629,6 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         self.dispatch("PUT")
 
-    def do_HEAD(self):
-        self.dispatch("HEAD")
-
     def dispatch(self, method):
         try:
             u = urlsplit(self.path)
@@ -897,7 +921,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             delay = site.dump_delay + sum(float(f.get("seconds", 1)) for f in faults
                                           if f["kind"] == "slow_dump")
-            if ctx.cancel.wait(delay):
+            if self.wait_generation(ctx, delay, site.release_on_disconnect):
                 self.rst()
             size = site.dump_size(proc, dump_type)
             ts = datetime.now(timezone.utc).strftime("%m-%d-%H-%M-%S")
@@ -926,6 +950,27 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 if st.active_dumps.get(site.name) is ctx:
                     del st.active_dumps[site.name]
+
+    def wait_generation(self, ctx, delay, release_on_disconnect):
+        """The "writing minidump.dmp" phase. True when it must end without a response: cut by
+        a conflicting dump, or (release_on_disconnect) the client went away. By default a
+        client that gives up does not stop the generation, as in Kudu (MiniDumpWriteDump is not
+        cancellable), so the site stays busy until the delay is over."""
+        if not release_on_disconnect:
+            return ctx.cancel.wait(delay)
+        end = time.monotonic() + delay
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return ctx.cancel.is_set()
+            if ctx.cancel.wait(min(left, 0.05)):
+                return True
+            try:
+                r, _, _ = select.select([self.connection], [], [], 0)
+                if r and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
 
     def write_zip(self, pieces, ctx):
         w = ChunkedWriter(self)
