@@ -562,8 +562,9 @@ class Handler(BaseHTTPRequestHandler):
             pass
         raise Abort()
 
-    def write_body(self, pieces, faults=(), cancel=None, count_dump=None):
-        """Write an iterable of buffers, applying stall/reset/short faults at after_bytes."""
+    def write_body(self, pieces, faults=(), cancel=None, count_dump=None, total=None, before_last=None):
+        """Write an iterable of buffers, applying stall/reset/short faults at after_bytes.
+        before_last() runs just before the write that completes `total` bytes."""
         body_faults = sorted((f for f in faults if f["kind"] in ("stall", "reset", "short")),
                              key=lambda f: int(f.get("after_bytes", 0)))
         sent = 0
@@ -582,6 +583,9 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     n = len(piece)
                 part = piece[:n] if n < len(piece) else piece
+                if before_last is not None and sent + n >= total:
+                    before_last()
+                    before_last = None
                 try:
                     wfile.write(part)
                 except OSError:
@@ -942,10 +946,20 @@ class Handler(BaseHTTPRequestHandler):
                 if ss is not None:
                     ss["dump_bytes"] += n
             pieces = iter_dump(site.name, proc["pid"], dump_type, size)
+
+            def release():
+                # Kudu's file is done with once the last bytes go out: free the site before the
+                # client can see the end of the body, so a follow-up dump never races with it.
+                with st.lock:
+                    if st.active_dumps.get(site.name) is ctx:
+                        del st.active_dumps[site.name]
+            if size == 0:
+                release()
             if zipped:
-                self.write_zip(pieces, ctx)
+                self.write_zip(pieces, ctx, release)
             else:
-                self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count)
+                self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count, total=size,
+                                before_last=release)
         finally:
             with st.lock:
                 if st.active_dumps.get(site.name) is ctx:
@@ -972,7 +986,7 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 return True
 
-    def write_zip(self, pieces, ctx):
+    def write_zip(self, pieces, ctx, release):
         w = ChunkedWriter(self)
         with zipfile.ZipFile(w, "w", zipfile.ZIP_STORED) as zf:
             with zf.open("minidump.dmp", "w", force_zip64=True) as out:
@@ -980,6 +994,7 @@ class Handler(BaseHTTPRequestHandler):
                     if ctx.cancel.is_set():
                         self.rst()
                     out.write(p)
+            release()
         self.raw_write(b"0\r\n\r\n")
 
 

@@ -1,0 +1,405 @@
+"""The Kudu emulator itself (no kudufs): routes, JSON shapes, auth, dumps, faults, counters,
+the dump race, and speed."""
+import base64
+import hashlib
+import http.client
+import io
+import json
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import zipfile
+
+import pytest
+
+from emu import Emulator
+import kudu_emulator
+
+LIST_KEYS = {"id", "name", "machineName", "href", "user_name"}
+
+
+def basic(user="demo", password="demo-secret-pw"):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+
+
+def request(emu, path, method="GET", auth=True, headers=None, timeout=10, body=None):
+    """-> (status, headers dict (lowercase keys), body bytes)."""
+    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=timeout)
+    h = dict(headers or {})
+    if auth is True:
+        h["Authorization"] = basic(emu.user, emu.password)
+    elif auth:
+        h["Authorization"] = auth
+    try:
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        c.close()
+
+
+def get_json(emu, path, **kw):
+    status, _, data = request(emu, path, **kw)
+    assert status == 200, (status, data)
+    return json.loads(data)
+
+
+def open_response(emu, path, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=timeout)
+    c.request("GET", path, headers={"Authorization": basic(emu.user, emu.password)})
+    return c, c.getresponse()
+
+
+SMALL = {"sites": {"demo": {"mini_size": 3 * 1048576 + 5, "full_size": 5 * 1048576 + 123,
+                            "dump_delay": 0.01}}}
+
+
+# ---------------------------------------------------------------- auth
+
+def test_auth_required_401_with_basic_challenge(make_emulator):
+    emu = make_emulator({"token": "tok-123"})
+    for auth in (False, basic("demo", "wrong"), basic("nobody", "demo-secret-pw"), "Bearer nope",
+                 "Basic %%%"):
+        status, h, _ = request(emu, "/api/processes", auth=auth)
+        assert status == 401, auth
+        assert h["www-authenticate"] == 'Basic realm="kudu"'
+    assert request(emu, "/api/processes")[0] == 200
+    assert request(emu, "/api/processes", auth="Bearer tok-123")[0] == 200
+    st = emu.stats()
+    assert st["unauthorized"] == 5
+    assert st["requests"]["list"] == 2
+
+
+def test_site_overrides_credentials(make_emulator):
+    emu = make_emulator({"sites": {"a": {}, "b": {"user": "$b", "password": "pw-b"}}})
+    assert request(emu, "/a/api/processes")[0] == 200
+    assert request(emu, "/b/api/processes")[0] == 401
+    assert request(emu, "/b/api/processes", auth=basic("$b", "pw-b"))[0] == 200
+
+
+# ---------------------------------------------------------------- JSON shapes
+
+def test_list_shape_sorted_and_hrefs(emulator):
+    items = get_json(emulator, "/demo/api/processes")
+    assert len(items) == 4
+    for it in items:
+        assert set(it) == LIST_KEYS, it
+        assert it["href"] == "http://127.0.0.1:%d/demo/api/processes/%d" % (emulator.port, it["id"])
+    names = [it["name"] for it in items]
+    assert names == sorted(names, key=str.lower)
+    assert {(i["name"], i["id"]) for i in items} >= {("w3wp", 4100), ("w3wp", 4292)}
+    # the first site is also the root, and the aliases work, hrefs follow the request path
+    root = get_json(emulator, "/api/processes")
+    assert root[0]["href"].startswith("http://127.0.0.1:%d/api/processes/" % emulator.port)
+    for alias in ("/api/diagnostics/processes", "/diagnostics/processes", "/demo/diagnostics/processes"):
+        got = get_json(emulator, alias)
+        assert [i["id"] for i in got] == [i["id"] for i in items]
+        assert "/".join(got[0]["href"].split("/")[3:-1]) == alias.strip("/")
+
+
+def test_host_header_used_in_href(emulator):
+    items = get_json(emulator, "/demo/api/processes", headers={"Host": "demo.scm.example.net"})
+    assert items[0]["href"].startswith("http://demo.scm.example.net/demo/api/processes/")
+
+
+def test_details_scm_flag_ids_and_omitted_defaults(emulator):
+    site = get_json(emulator, "/demo/api/processes/4292")
+    scm = get_json(emulator, "/demo/api/processes/4100")
+    assert "is_scm_site" not in site
+    assert scm["is_scm_site"] is True
+    for d in (site, scm):
+        assert d["machineName"] and d["name"] == "w3wp"
+        assert d["minidump"] == d["href"] + "/dump"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", d["start_time"])
+        assert re.fullmatch(r"(\d+\.)?\d\d:\d\d:\d\d(\.\d{7})?", d["total_cpu_time"])
+        for k in ("is_profile_running", "is_iis_profile_running", "is_webjob", "description"):
+            assert k not in d
+        assert not [k for k, v in d.items() if v is None or v is False or v == 0 and k != "id"]
+    # id 0 is Kudu's own w3wp, href rewritten to its pid; -1 is the site's w3wp
+    zero = get_json(emulator, "/demo/api/processes/0")
+    assert zero["id"] == 4100 and zero["href"].endswith("/demo/api/processes/4100")
+    assert zero["is_scm_site"] is True
+    minus = get_json(emulator, "/demo/api/processes/-1")
+    assert minus["id"] == 4292 and "is_scm_site" not in minus
+
+
+def test_unknown_pid_404_message(emulator):
+    for path in ("/demo/api/processes/99999", "/api/processes/99999/dump?dumpType=1"):
+        status, h, body = request(emulator, path)
+        assert status == 404
+        assert json.loads(body) == {"Message": "Process with an Id of 99999 is not running."}
+
+
+def test_odd_process_names_and_10000_processes_fast(make_emulator):
+    odd = ["a/b", "..", "new\nline", "x" * 300, "ünï"]
+    procs = [{"name": "w3wp", "pid": 1, "scm": True}, {"name": "w3wp", "pid": 2}]
+    procs += [{"name": n, "pid": 10 + i, "mini_size": 10} for i, n in enumerate(odd)]
+    emu = make_emulator({"sites": {"odd": {"processes": procs}, "big": {"count": 10000}}})
+    names = {i["name"] for i in get_json(emu, "/odd/api/processes")}
+    assert set(odd) <= names
+    for i in range(len(odd)):
+        status, h, body = request(emu, "/odd/api/processes/%d/dump?dumpType=1" % (10 + i))
+        assert status == 200 and len(body) == 10
+        assert h["content-disposition"].startswith("attachment; filename=")
+    t = time.monotonic()
+    items = get_json(emu, "/big/api/processes")
+    elapsed = time.monotonic() - t
+    assert len(items) == 10000 and len({i["id"] for i in items}) == 10000
+    assert elapsed < 1.0, elapsed
+    assert sum(1 for i in items if i["name"] == "w3wp") == 2
+
+
+# ---------------------------------------------------------------- dumps
+
+def test_dump_headers_body_and_digest(make_emulator):
+    emu = make_emulator(SMALL)
+    status, h, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert status == 200
+    assert h["content-type"] == "application/octet-stream"
+    assert int(h["content-length"]) == len(body) == 3 * 1048576 + 5
+    m = re.fullmatch(r"attachment; filename=w3wp-([0-9a-f]{6})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.dmp",
+                     h["content-disposition"])
+    assert m, h["content-disposition"]
+    now = time.gmtime()
+    assert int(m.group(2)) == now.tm_mon and int(m.group(4)) == now.tm_hour or now.tm_min == 0
+    assert body[:4] == b"MDMP"
+    assert body[1048576:1048584] == (1).to_bytes(8, "big")
+    d = emu.digest("demo", 4292, 1)
+    assert d["size"] == len(body)
+    assert d["sha256"] == hashlib.sha256(body).hexdigest()
+    assert d["md5"] == hashlib.md5(body).hexdigest()
+    assert d["md5_b64"] == base64.b64encode(hashlib.md5(body).digest()).decode()
+    assert kudu_emulator.expected_digest("demo", 4292, 1, len(body)) == (d["sha256"], len(body))
+    # deterministic, and different per pid and per dump type
+    assert request(emu, "/demo/api/processes/4292/dump?dumpType=1")[2] == body
+    full = request(emu, "/demo/api/processes/-1/dump?dumpType=2")[2]
+    assert len(full) == 5 * 1048576 + 123 and full[8:4096] != body[8:4096]
+    assert hashlib.sha256(full).hexdigest() == emu.digest("demo", 4292, 2)["sha256"]
+    assert request(emu, "/demo/api/processes/4100/dump?dumpType=1")[2][8:64] != body[8:64]
+
+
+def test_dump_zip_format_and_bad_format(make_emulator):
+    emu = make_emulator(SMALL)
+    status, h, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1&format=ZIP")
+    assert status == 200 and h["content-type"] == "application/zip"
+    assert "content-length" not in h and h["transfer-encoding"] == "chunked"
+    assert h["content-disposition"].endswith(".zip")
+    with zipfile.ZipFile(io.BytesIO(body)) as z:
+        data = z.read("minidump.dmp")
+    assert hashlib.sha256(data).hexdigest() == emu.digest("demo", 4292, 1)["sha256"]
+    status, _, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1&format=tar")
+    assert status == 400 and "tar" in json.loads(body)["Message"]
+
+
+def test_free_sku_full_dump_500(make_emulator):
+    emu = make_emulator({"sites": {"free": {"sku": "Free", "mini_size": 100}}})
+    status, _, body = request(emu, "/free/api/processes/-1/dump?dumpType=2")
+    assert status == 500
+    assert json.loads(body) == {"Message": "Site sku (Free) does not support full minidump."}
+    assert request(emu, "/free/api/processes/-1/dump?dumpType=1")[0] == 200
+
+
+def test_kill_set_site_and_dump_error(emulator):
+    emulator.kill("demo", 5012)
+    assert request(emulator, "/demo/api/processes/5012")[0] == 404
+    assert 5012 not in [i["id"] for i in get_json(emulator, "/demo/api/processes")]
+    emulator.set_site("extra", {"processes": [{"name": "node", "pid": 7, "dump_error":
+                                               "Only part of a ReadProcessMemory or WriteProcessMemory request was completed"}]})
+    assert [i["id"] for i in get_json(emulator, "/extra/api/processes")] == [7]
+    status, _, body = request(emulator, "/extra/api/processes/7/dump?dumpType=1")
+    assert status == 500 and "ReadProcessMemory" in json.loads(body)["Message"]
+    assert request(emulator, "/demo/api/processes/6240", method="DELETE")[0] == 204
+    assert request(emulator, "/demo/api/processes/6240")[0] == 404
+
+
+# ---------------------------------------------------------------- faults
+
+def test_status_fault_retry_after_and_count_expiry(emulator):
+    emulator.add_fault(route="list", kind="status", status=429, retry_after=7, count=2)
+    for _ in range(2):
+        status, h, body = request(emulator, "/demo/api/processes")
+        assert status == 429 and h["retry-after"] == "7"
+        assert "Message" in json.loads(body)
+    assert request(emulator, "/demo/api/processes")[0] == 200
+    emulator.add_fault(route="dump", kind="status", status=500, message="Request Timed Out", count=1)
+    status, _, body = request(emulator, "/demo/api/processes/4292/dump?dumpType=2")
+    assert status == 500 and json.loads(body)["Message"] == "Request Timed Out"
+    assert emulator.stats()["requests"]["list"] == 3
+
+
+def test_fault_filters_site_pid_type(make_emulator):
+    emu = make_emulator({"sites": {"a": {"mini_size": 10, "full_size": 20}, "b": {"mini_size": 10}}})
+    emu.add_fault(route="dump", site="a", pid=4292, dump_type=2, kind="status", status=503)
+    assert request(emu, "/b/api/processes/4292/dump?dumpType=2")[0] == 200
+    assert request(emu, "/a/api/processes/4100/dump?dumpType=2")[0] == 200
+    assert request(emu, "/a/api/processes/4292/dump?dumpType=1")[0] == 200
+    assert request(emu, "/a/api/processes/-1/dump?dumpType=2")[0] == 503
+    emu.clear_faults()
+    assert request(emu, "/a/api/processes/4292/dump?dumpType=2")[0] == 200
+
+
+def test_malformed_and_latency(emulator):
+    emulator.add_fault(route="details", kind="malformed", count=1)
+    status, _, body = request(emulator, "/demo/api/processes/4292")
+    assert status == 200
+    with pytest.raises(ValueError):
+        json.loads(body)
+    emulator.add_fault(route="list", kind="latency", seconds=0.4, count=1)
+    t = time.monotonic()
+    assert request(emulator, "/demo/api/processes")[0] == 200
+    assert time.monotonic() - t >= 0.4
+
+
+def test_short_body_is_incomplete_read(make_emulator):
+    emu = make_emulator(SMALL)
+    emu.add_fault(route="dump", kind="short", after_bytes=1048576 + 3, count=1)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert r.status == 200 and int(r.getheader("Content-Length")) == 3 * 1048576 + 5
+    with pytest.raises(http.client.IncompleteRead) as e:
+        r.read()
+    assert len(e.value.partial) == 1048576 + 3
+    c.close()
+
+
+def test_reset_mid_body(make_emulator):
+    emu = make_emulator(SMALL)
+    emu.add_fault(route="dump", kind="reset", after_bytes=65536, count=1)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    got = b""
+    with pytest.raises(ConnectionResetError):
+        while True:
+            b = r.read1(1 << 16)
+            if not b:
+                break
+            got += b
+    assert len(got) <= 65536
+    c.close()
+
+
+def test_stall_then_continue_and_slow_dump(make_emulator):
+    emu = make_emulator(SMALL)
+    emu.add_fault(route="dump", kind="stall", after_bytes=1048576, seconds=0.8, count=1)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    first = r.read(1048576)
+    t = time.monotonic()
+    rest = r.read()
+    assert time.monotonic() - t >= 0.7
+    assert hashlib.sha256(first + rest).hexdigest() == emu.digest("demo", 4292, 1)["sha256"]
+    c.close()
+    emu.add_fault(route="dump", kind="slow_dump", seconds=0.6, count=1)
+    t = time.monotonic()
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert time.monotonic() - t >= 0.6 and r.status == 200
+    c.close()
+
+
+# ---------------------------------------------------------------- counters and the dump race
+
+def test_counters(make_emulator):
+    emu = make_emulator(SMALL)
+    get_json(emu, "/demo/api/processes")
+    get_json(emu, "/api/processes/4292")
+    request(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    request(emu, "/demo/api/processes/0/dump?dumpType=2")
+    request(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    request(emu, "/nowhere")
+    emu.health()
+    emu.current_spec()
+    st = emu.stats()
+    assert st["requests"] == {"list": 1, "details": 1, "dump": 3, "other": 1}
+    d = st["sites"]["demo"]
+    assert (d["list"], d["details"], d["dump"], d["dump_peak"]) == (1, 1, 3, 1)
+    assert d["dumps_by_key"] == {"4292/1": 2, "4100/2": 1}
+    assert st["current"] == 0 and st["peak_concurrent"] >= 1 and st["dump_conflicts"] == 0
+    emu.reset()
+    st = emu.stats()
+    assert st["requests"]["dump"] == 0 and st["sites"]["demo"]["dumps_by_key"] == {}
+
+
+def _reader(emu, path, out):
+    try:
+        c, r = open_response(emu, path, timeout=20)
+        out["status"] = r.status
+        out["body"] = r.read()
+    except Exception as e:  # noqa: BLE001 - what the client saw is the result
+        out["error"] = e
+
+
+def test_concurrent_dumps_of_one_site_conflict(make_emulator):
+    emu = make_emulator({"sites": {"demo": {"dump_delay": 1.0, "mini_size": 1000},
+                                   "other": {"dump_delay": 0.2, "mini_size": 1000}}})
+    first = {}
+    t = threading.Thread(target=_reader, args=(emu, "/demo/api/processes/4292/dump?dumpType=1", first))
+    t.start()
+    time.sleep(0.3)
+    # another site is independent
+    assert request(emu, "/other/api/processes/4292/dump?dumpType=1")[0] == 200
+    status, _, body = request(emu, "/demo/api/processes/4100/dump?dumpType=1")
+    t.join(5)
+    assert status == 500 and "being used by another process" in json.loads(body)["Message"]
+    assert "error" in first, first  # cut before the headers
+    st = emu.stats()
+    assert st["dump_conflicts"] == 1 and st["sites"]["demo"]["dump_peak"] == 2
+    # the site is free again
+    assert request(emu, "/demo/api/processes/4292/dump?dumpType=1")[0] == 200
+
+
+def test_conflict_cuts_a_streaming_dump(make_emulator):
+    emu = make_emulator(SMALL)
+    emu.add_fault(route="dump", kind="stall", after_bytes=1048576, seconds=5, count=1)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert len(r.read(1048576)) == 1048576
+    t = time.monotonic()
+    assert request(emu, "/demo/api/processes/4292/dump?dumpType=2")[0] == 500
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        r.read()
+    assert time.monotonic() - t < 2
+    c.close()
+
+
+def test_abandoned_dump_keeps_site_busy_unless_released(make_emulator):
+    for release, want in ((False, 500), (True, 200)):
+        emu = make_emulator({"sites": {"demo": {"dump_delay": 1.0, "mini_size": 10,
+                                                "release_on_disconnect": release}}})
+        s = socket.create_connection(("127.0.0.1", emu.port))
+        s.sendall(b"GET /api/processes/4292/dump?dumpType=1 HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                  + basic().encode() + b"\r\n\r\n")
+        time.sleep(0.2)
+        s.close()
+        time.sleep(0.2)
+        assert request(emu, "/api/processes/4292/dump?dumpType=1")[0] == want, release
+
+
+# ---------------------------------------------------------------- process
+
+def test_keepalive_and_sigterm(make_emulator):
+    emu = make_emulator()
+    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=5)
+    for _ in range(3):
+        c.request("GET", "/demo/api/processes", headers={"Authorization": basic()})
+        assert c.getresponse().read()
+    c.close()
+    proc = emu.proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0
+
+
+def test_cli_inline_spec_and_listening_line():
+    p = subprocess.Popen(["/usr/bin/python3", kudu_emulator.__file__, "--port", "0", "--user", "u",
+                          "--password", "p", "--spec", '{"sites": {"x": {"count": 3}}}'],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.fullmatch(r"kudu-emulator listening on http://127\.0\.0\.1:(\d+)\n", line)
+        assert m, line
+        e = Emulator()
+        e.port, e.user, e.password = int(m.group(1)), "u", "p"
+        assert len(get_json(e, "/x/api/processes")) == 3
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(5) == 0
+        p.stdout.close()
