@@ -8,6 +8,7 @@
 #include "fs/fs.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,7 +323,8 @@ int main(int argc, char *argv[])
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	ret = ret ? 1 : 0;
+	/* libfuse reports the signal that ended the loop: a requested unmount */
+	ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP) ? 0 : 1;
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_cache:
 	/* stop transfers before freeing captures their callbacks point into */
