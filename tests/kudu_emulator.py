@@ -1019,7 +1019,9 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256
 
     def handle_error(self, request, client_address):
-        if self.verbose:
+        """Client hang-ups are normal; anything else is an emulator bug: always show it."""
+        exc = sys.exc_info()[1]
+        if self.verbose or not isinstance(exc, (OSError, Abort)):
             super().handle_error(request, client_address)
 
 
