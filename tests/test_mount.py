@@ -1,0 +1,475 @@
+"""The mount (issue 5): the process tree of every configured app on a real FUSE
+mount against the emulator, read with real tools (ls -l, find, stat, readlink,
+jq, cat), the list/details cache seen through the emulator's request counters,
+sanitized names, read-only answers, and the errno every fault shows a reader.
+
+Every mount and emulator comes from the conftest fixtures, which unmount and
+stop them even when a test fails."""
+import base64
+import errno
+import json
+import os
+import re
+import time
+import urllib.request
+
+import pytest
+
+from conftest import run, fuse_mounts_under
+
+SH = "/bin/sh"
+
+
+def sh(script, **kw):
+    return run([SH, "-c", script], **kw)
+
+
+def api_raw(emu, site, path):
+    """GET an API path of the emulator with Basic auth; the body as bytes."""
+    req = urllib.request.Request(emu.url(site) + path)
+    tok = base64.b64encode(("%s:%s" % (emu.user, emu.password)).encode()).decode()
+    req.add_header("Authorization", "Basic " + tok)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+def api_json(emu, site, path):
+    return json.loads(api_raw(emu, site, path))
+
+
+def site_stats(emu, site):
+    return emu.stats()["sites"].get(site, {"list": 0, "details": 0, "dump": 0})
+
+
+def wait_for(pred, timeout=15.0, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def os_errno(fn, *a):
+    """The errno an os-level call fails with (None when it succeeds)."""
+    try:
+        fn(*a)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+MAX_CONNS = 4
+
+
+@pytest.fixture
+def two_apps(make_emulator, mount):
+    """Apps demo (the default 4 processes) and big (200 processes) on one emulator;
+    list/details TTLs long enough that nothing expires during a test."""
+    emu = make_emulator({"sites": {"demo": {}, "big": {"count": 200}}})
+    m = mount({"demo": emu.url("demo"), "big": emu.url("big")},
+              opts=("list_ttl=60", "detail_ttl=120", "max_conns=%d" % MAX_CONNS))
+    return emu, m
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+def test_ls_l_costs_one_list_request_and_prefetches_details_in_parallel(two_apps):
+    emu, m = two_apps
+    big = os.path.join(m.path, "big")
+    emu.reset()
+    # every details request is slowed a little, so overlapping requests are visible
+    emu.add_fault(route="details", site="big", kind="latency", seconds=0.05)
+
+    r = run(["ls", "-l", big])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("total ")
+    dirs = [ln for ln in lines[1:] if ln.startswith("d")]
+    assert len(dirs) == 200, r.stdout[:2000]
+    assert all(ln.startswith("dr-xr-xr-x") for ln in dirs)
+    assert re.search(r"^-r--r--r-- .* processes\.json$", r.stdout, re.M)
+    assert re.search(r"^lrwxrwxrwx .* site -> w3wp-4292$", r.stdout, re.M), r.stdout[:3000]
+    assert re.search(r"^lrwxrwxrwx .* scm -> w3wp-4100$", r.stdout, re.M)
+    s = site_stats(emu, "big")
+    assert s["list"] == 1, s
+    assert site_stats(emu, "demo")["list"] == 0, "ls of one app must not list the other"
+
+    # a cached repeat within list_ttl: no list request at all
+    r2 = run(["ls", "-l", big])
+    assert r2.returncode == 0 and r2.stdout == r.stdout
+    assert site_stats(emu, "big")["list"] == 1
+
+    # readdir started a background fetch of all 200 details, in parallel, at most max_conns
+    assert wait_for(lambda: site_stats(emu, "big")["details"] >= 200, timeout=30), site_stats(emu, "big")
+    st = emu.stats()
+    assert 1 < st["peak_concurrent"] <= MAX_CONNS, st["peak_concurrent"]
+    n = st["sites"]["big"]["details"]
+    assert n == 200, "each process's details fetched exactly once, got %d" % n
+
+    # so reading every details.json right after is served from the cache
+    r = sh("cat %s/*/details.json" % big)
+    assert r.returncode == 0, r.stderr
+    objs = r.stdout.replace("}\n{", "}\x00{").split("\x00")
+    # the glob also goes through the site and scm symlinks
+    ids = [json.loads(o)["id"] for o in objs]
+    assert len(ids) == 202 and len(set(ids)) == 200
+    s = site_stats(emu, "big")
+    assert s["details"] == 200 and s["list"] == 1, s
+
+
+def test_find_stat_readlink_jq(two_apps):
+    emu, m = two_apps
+    root = m.path
+    r = run(["find", root])
+    assert r.returncode == 0, r.stderr
+    found = set(r.stdout.splitlines())
+    expect = {root, root + "/.kudufs", root + "/.kudufs/status.json", root + "/demo", root + "/big",
+              root + "/demo/processes.json", root + "/demo/site", root + "/demo/scm",
+              root + "/big/processes.json", root + "/big/site", root + "/big/scm"}
+    for d in ("w3wp-4100", "w3wp-4292", "dotnet-5012", "php-cgi-6240"):
+        expect |= {"%s/demo/%s" % (root, d)} | {"%s/demo/%s/%s" % (root, d, f) for f in
+                                                ("details.json", "minidump.dmp", "fulldump.dmp")}
+    assert expect <= found, sorted(expect - found)
+    assert len([p for p in found if p.startswith(root + "/big/") and p.endswith("/details.json")]) == 200
+    # find does not follow the symlinks, and nothing else is in the tree
+    assert len([p for p in found if p.startswith(root + "/big/")]) == 3 + 200 * 4
+
+    # stat: modes, sizes, block size
+    site = root + "/demo/w3wp-4292"
+    r = run(["stat", "-c", "%n|%F|%a|%s|%o", site, site + "/details.json", site + "/minidump.dmp",
+             site + "/fulldump.dmp", root + "/demo/processes.json", root + "/.kudufs/status.json"])
+    assert r.returncode == 0, r.stderr
+    rows = [ln.split("|") for ln in r.stdout.splitlines()]
+    assert rows[0][1:3] == ["directory", "555"]
+    details_bytes = read_file(site + "/details.json")
+    assert rows[1][1:4] == ["regular file", "444", str(len(details_bytes))]
+    for row in rows[2:4]:
+        assert row[1:] == ["regular empty file", "400", "0", "1048576"], row
+    assert rows[4][1:4] == ["regular file", "444", str(len(read_file(root + "/demo/processes.json")))]
+    assert rows[5][2] == "444" and int(rows[5][3]) > 0
+    r = run(["stat", "-c", "%F", root + "/demo/site"])
+    assert r.stdout.strip() == "symbolic link"
+
+    # readlink: site is the w3wp without is_scm_site, scm the one with it
+    r = run(["readlink", root + "/demo/site", root + "/demo/scm", root + "/big/site", root + "/big/scm"])
+    assert r.returncode == 0 and r.stdout.split() == ["w3wp-4292", "w3wp-4100", "w3wp-4292", "w3wp-4100"]
+    assert read_file(root + "/demo/site/details.json") == details_bytes
+
+    # processes.json is the server's list, byte for byte
+    assert read_file(root + "/demo/processes.json") == api_raw(emu, "demo", "/api/processes")
+    assert read_file(root + "/big/processes.json") == api_raw(emu, "big", "/api/processes")
+
+    # details.json: pretty-printed, and equal to the server's JSON after parse (time_stamp is
+    # the server's clock at the time of each request, so it alone may differ)
+    assert details_bytes.startswith(b"{\n ") and b"\n  " in details_bytes, details_bytes[:80]
+    for app, d, pid in (("demo", "w3wp-4292", 4292), ("demo", "w3wp-4100", 4100),
+                        ("demo", "dotnet-5012", 5012), ("big", "node-10003", 10003)):
+        r = run(["jq", "-S", "del(.time_stamp)", "%s/%s/%s/details.json" % (root, app, d)])
+        assert r.returncode == 0, r.stderr
+        server = api_json(emu, app, "/api/processes/%d" % pid)
+        assert "time_stamp" in server
+        server.pop("time_stamp")
+        assert json.loads(r.stdout) == server
+    r = run(["jq", "-r", ".time_stamp", site + "/details.json"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z\n", r.stdout), r.stdout
+
+    # the design's examples
+    r = sh("jq -c .is_scm_site %s/demo/*-*/details.json" % root)
+    assert r.returncode == 0 and sorted(r.stdout.split()) == ["null", "null", "null", "true"]
+    r = run(["jq", "-r", ".name, .id", root + "/demo/site/details.json"])
+    assert r.stdout.split() == ["w3wp", "4292"]
+    r = run(["jq", "length", root + "/big/processes.json"])
+    assert r.stdout.strip() == "200"
+
+    # status.json is JSON naming both apps
+    status = json.loads(read_file(root + "/.kudufs/status.json"))
+    assert sorted(a["name"] for a in status["apps"]) == ["big", "demo"]
+    assert status["captures"] == []
+
+
+# --------------------------------------------------------------------------- names
+
+
+WEIRD = [
+    {"name": "w3wp", "pid": 4100, "scm": True},
+    {"name": "w3wp", "pid": 4292},
+    {"name": "a/b", "pid": 7001},
+    {"name": "..", "pid": 7002},
+    {"name": ".", "pid": 7003},
+    {"name": "evil\nname", "pid": 7004},
+    {"name": "x" * 300, "pid": 7005},
+    {"name": "../../etc/passwd", "pid": 7006},
+    {"name": "tab\tbell\x07del\x7f", "pid": 7007},
+    {"name": "", "pid": 7008},
+    {"name": "caf\u00e9-\u65e5\u672c", "pid": 7009},
+]
+
+
+def test_server_names_are_sanitized(make_emulator, mount):
+    emu = make_emulator({"sites": {"weird": {"processes": WEIRD}}})
+    m = mount({"weird": emu.url("weird")})
+    app = os.path.join(m.path, "weird")
+    r = run(["ls", "-l", app])
+    assert r.returncode == 0, r.stderr
+    names = sorted(os.listdir(app))
+    dirs = [n for n in names if n not in ("processes.json", "site", "scm")]
+    assert len(dirs) == len(WEIRD), names
+    by_pid = {}
+    for n in dirs:
+        b = n.encode()
+        assert n not in (".", "..") and "/" not in n
+        assert not any(c < 0x20 or c == 0x7f for c in b), repr(n)
+        assert len(b) <= 255, len(b)
+        pid = int(n.rsplit("-", 1)[1])
+        by_pid[pid] = n
+    assert sorted(by_pid) == sorted(p["pid"] for p in WEIRD)
+    assert by_pid[7001] == "a_b-7001"
+    assert by_pid[7004] == "evil_name-7004"
+    assert by_pid[7005].startswith("x" * 200) and by_pid[7005].endswith("-7005")
+    assert by_pid[7009] == "caf\u00e9-\u65e5\u672c-7009"
+    # every one is a working directory whose details.json keeps the server's name
+    for p in WEIRD:
+        d = os.path.join(app, by_pid[p["pid"]])
+        assert sorted(os.listdir(d)) == ["details.json", "fulldump.dmp", "minidump.dmp"]
+        r = run(["jq", "-r", ".name", os.path.join(d, "details.json")])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == p["name"] + "\n"
+    r = run(["find", app])
+    assert r.returncode == 0, r.stderr
+    # nothing escapes the app directory
+    assert all(os.path.realpath(os.path.join(app, n)).startswith(os.path.realpath(app) + "/") for n in dirs)
+
+
+def test_10000_processes_list_without_error(make_emulator, mount):
+    emu = make_emulator({"sites": {"huge": {"count": 10000}}})
+    m = mount({"huge": emu.url("huge")}, opts=("list_ttl=60",))
+    app = os.path.join(m.path, "huge")
+    emu.reset()
+    t = time.monotonic()
+    r = sh("ls -l %s | wc -l" % app)
+    took = time.monotonic() - t
+    assert r.returncode == 0, r.stderr
+    # "total" line + processes.json + site + scm + 10000 dirs
+    assert int(r.stdout) == 1 + 3 + 10000, r.stdout
+    assert site_stats(emu, "huge")["list"] == 1
+    r = run(["jq", "length", os.path.join(app, "processes.json")])
+    assert r.returncode == 0 and r.stdout.strip() == "10000"
+    r = sh("find %s -maxdepth 1 -type d | wc -l" % app)
+    assert int(r.stdout) == 10001
+    assert took < 60, took
+    # the last ones are as good as the first
+    r = run(["jq", "-r", ".id", os.path.join(app, "node-19999", "details.json")])
+    assert r.returncode == 0 and r.stdout.strip() == "19999", r.stderr
+
+
+# --------------------------------------------------------------------------- read-only
+
+
+def test_every_write_is_read_only_file_system(two_apps):
+    emu, m = two_apps
+    d = os.path.join(m.path, "demo")
+    details = os.path.join(d, "w3wp-4292", "details.json")
+    before = read_file(details)
+    cmds = [
+        ["touch", os.path.join(d, "newfile")],
+        ["touch", details],
+        ["touch", os.path.join(d, "w3wp-4292", "minidump.dmp")],
+        ["mkdir", os.path.join(d, "newdir")],
+        ["mkdir", os.path.join(m.path, "newapp")],
+        ["rm", details],
+        ["rm", "-f", os.path.join(d, "processes.json")],
+        ["rm", os.path.join(d, "site")],
+        ["rmdir", os.path.join(d, "dotnet-5012")],
+        ["mv", os.path.join(d, "processes.json"), os.path.join(d, "p.json")],
+        ["ln", "-s", "x", os.path.join(d, "link")],
+        ["chmod", "666", details],
+        [SH, "-c", "echo x > %s" % details],
+        [SH, "-c", "echo x >> %s" % details],
+        [SH, "-c", "echo x > %s/status.json" % os.path.join(m.path, ".kudufs")],
+        [SH, "-c", "echo x > %s/new.txt" % d],
+    ]
+    for c in cmds:
+        r = run(c)
+        assert r.returncode != 0, c
+        assert "Read-only file system" in r.stderr, (c, r.stderr)
+    # and at the system-call level
+    assert os_errno(os.open, details, os.O_WRONLY) == errno.EROFS
+    assert os_errno(os.open, details, os.O_RDWR) == errno.EROFS
+    assert os_errno(os.open, os.path.join(d, "x"), os.O_WRONLY | os.O_CREAT, 0o600) == errno.EROFS
+    assert os_errno(os.mkdir, os.path.join(d, "y")) == errno.EROFS
+    assert os_errno(os.rename, details, details + ".bak") == errno.EROFS
+    assert os_errno(os.setxattr, details, "user.x", b"1") == errno.EROFS
+    assert read_file(details) == before
+    assert sorted(os.listdir(d)) == sorted(["dotnet-5012", "php-cgi-6240", "processes.json", "scm", "site",
+                                            "w3wp-4100", "w3wp-4292"])
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.fixture
+def faulty(make_emulator, mount):
+    """demo and other on one emulator, no metadata caching, so every ls/cat asks the server."""
+    emu = make_emulator({"sites": {"demo": {}, "other": {}}})
+    m = mount({"demo": emu.url("demo"), "other": emu.url("other")},
+              opts=("list_ttl=0", "detail_ttl=0", "negative_ttl=0"))
+    # warm the kernel's dentries, then start counting
+    assert run(["ls", os.path.join(m.path, "demo", "w3wp-4292")]).returncode == 0
+    emu.reset()
+    return emu, m
+
+
+LS_FAULTS = [
+    # (fault, errno, message)
+    ({"kind": "status", "status": 401}, errno.EACCES, "Permission denied"),
+    ({"kind": "status", "status": 403}, errno.EACCES, "Permission denied"),
+    ({"kind": "status", "status": 500}, errno.EIO, "Input/output error"),
+    ({"kind": "status", "status": 400}, errno.EIO, "Input/output error"),
+    ({"kind": "malformed"}, errno.EIO, "Input/output error"),
+    ({"kind": "malformed", "body": "{\"not\": \"a list\"}"}, errno.EIO, "Input/output error"),
+]
+
+
+@pytest.mark.parametrize("fault,err,msg", LS_FAULTS,
+                         ids=["401", "403", "500", "400", "malformed", "not-a-list"])
+def test_list_fault_errno_at_ls_then_recovers(faulty, fault, err, msg):
+    emu, m = faulty
+    app = os.path.join(m.path, "demo")
+    emu.add_fault(route="list", site="demo", **fault)
+    r = run(["ls", "-l", app])
+    assert r.returncode != 0
+    assert msg in r.stderr, r.stderr
+    assert os_errno(os.listdir, app) == err
+    assert os_errno(os.stat, os.path.join(app, "processes.json")) == err
+    # never ENOENT for a server or network error
+    r = run(["cat", os.path.join(app, "processes.json")])
+    assert r.returncode != 0 and msg in r.stderr, r.stderr
+    # the daemon keeps serving the other app meanwhile
+    r = run(["ls", os.path.join(m.path, "other")])
+    assert r.returncode == 0 and "w3wp-4292" in r.stdout, r.stderr
+    emu.clear_faults()
+    r = run(["ls", "-l", app])
+    assert r.returncode == 0 and "w3wp-4292" in r.stdout, r.stderr
+    assert json.loads(read_file(os.path.join(app, "processes.json")))[0]["name"]
+
+
+DETAIL_FAULTS = [
+    ({"kind": "status", "status": 401}, errno.EACCES, "Permission denied"),
+    ({"kind": "status", "status": 500}, errno.EIO, "Input/output error"),
+    ({"kind": "malformed", "body": "{\"id\": 5012, \"name\": "}, errno.EIO, "Input/output error"),
+    ({"kind": "status", "status": 404, "message": "Process with an Id of 5012 is not running."},
+     errno.ENOENT, "No such file or directory"),
+]
+
+
+@pytest.mark.parametrize("fault,err,msg", DETAIL_FAULTS, ids=["401", "500", "malformed", "404"])
+def test_details_fault_errno_at_cat_then_recovers(faulty, fault, err, msg):
+    emu, m = faulty
+    path = os.path.join(m.path, "demo", "dotnet-5012", "details.json")
+    emu.add_fault(route="details", site="demo", pid=5012, **fault)
+    r = run(["cat", path])
+    assert r.returncode != 0 and r.stdout == ""
+    assert msg in r.stderr, r.stderr
+    assert os_errno(read_file, path) == err
+    # other processes of the app are unaffected
+    r = run(["jq", "-r", ".name", os.path.join(m.path, "demo", "w3wp-4292", "details.json")])
+    assert r.returncode == 0 and r.stdout == "w3wp\n", r.stderr
+    emu.clear_faults()
+    time.sleep(0.1)
+    r = wait_for(lambda: (lambda r: r if r.returncode == 0 else None)(run(["jq", "-r", ".name", path])),
+                 timeout=5)
+    assert r and r.stdout == "dotnet\n", "details.json did not recover after the fault was cleared"
+
+
+def test_404_pid_is_enoent_and_vanished_process_leaves_the_list(make_emulator, mount):
+    emu = make_emulator()
+    # the list stays cached, details are asked for on every open
+    m = mount({"demo": emu.url("demo")}, opts=("list_ttl=60", "detail_ttl=0", "negative_ttl=30"))
+    app = os.path.join(m.path, "demo")
+    # a pid the server never listed
+    r = run(["cat", os.path.join(app, "w3wp-99999", "details.json")])
+    assert r.returncode != 0 and "No such file or directory" in r.stderr
+    r = run(["ls", os.path.join(app, "w3wp-99999")])
+    assert r.returncode != 0 and "No such file or directory" in r.stderr
+    assert os_errno(os.stat, os.path.join(app, "nosuchname")) == errno.ENOENT
+    # a listed name with the wrong pid suffix, and a listed pid under another name
+    assert os_errno(os.stat, os.path.join(app, "dotnet-4292")) == errno.ENOENT
+    assert "php-cgi-6240" in os.listdir(app)
+    # the process goes away between the (cached) list and the read
+    emu.kill("demo", 6240)
+    emu.reset()
+    r = run(["cat", os.path.join(app, "php-cgi-6240", "details.json")])
+    assert r.returncode != 0 and "No such file or directory" in r.stderr, r.stderr
+    assert site_stats(emu, "demo")["details"] >= 1
+    # ... and leaves the listing, although the list itself is still cached
+    r = run(["ls", app])
+    assert r.returncode == 0 and "php-cgi-6240" not in r.stdout.split(), r.stdout
+    assert "w3wp-4292" in r.stdout
+    assert site_stats(emu, "demo")["list"] == 0
+
+
+def test_emulator_down_is_eio_never_enoent_other_app_still_served(make_emulator, mount):
+    down = make_emulator()
+    up = make_emulator()
+    m = mount({"demo": down.url("demo"), "other": up.url("demo")},
+              opts=("list_ttl=0", "detail_ttl=0", "connect_timeout=5"))
+    app = os.path.join(m.path, "demo")
+    assert "w3wp-4292" in os.listdir(app)
+    down.stop()
+    r = run(["ls", "-l", app])
+    assert r.returncode != 0 and "Input/output error" in r.stderr, r.stderr
+    assert os_errno(os.listdir, app) == errno.EIO
+    r = run(["cat", os.path.join(app, "w3wp-4292", "details.json")])
+    assert r.returncode != 0
+    assert "Input/output error" in r.stderr and "No such file" not in r.stderr, r.stderr
+    # the daemon keeps serving the app whose server is up
+    r = run(["jq", "-r", ".name", os.path.join(m.path, "other", "site", "details.json")])
+    assert r.returncode == 0 and r.stdout == "w3wp\n", r.stderr
+    assert m.proc.poll() is None
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+def test_unmount_leaves_no_mount_and_no_process(make_emulator, mount):
+    emu = make_emulator()
+    m = mount({"demo": emu.url("demo")})
+    assert os.listdir(os.path.join(m.path, "demo"))
+    with open("/proc/mounts") as f:
+        assert any(" %s " % m.path in line for line in f)
+    assert m.unmount() == 0
+    assert not os.path.ismount(m.path)
+    assert not os.path.exists("/proc/%d" % m.pid) or \
+        open("/proc/%d/stat" % m.pid).read().split()[2] == "Z"
+    with open("/proc/mounts") as f:
+        assert not any(m.path in line for line in f)
+    # the spool directory goes with the daemon
+    cache = os.path.join(m.tmp, "cache")
+    assert not os.path.exists(cache) or not [e for e in os.listdir(cache) if e.startswith("spool-")]
+
+
+def test_zz_no_kudufs_mount_or_process_left_by_this_module(tmp_path_factory):
+    base = str(tmp_path_factory.getbasetemp())
+    assert fuse_mounts_under(base) == []
+    left = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "kudufs" in cmd and base in cmd and "pytest" not in cmd:
+            left.append((pid, cmd))
+    assert left == []
