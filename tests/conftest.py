@@ -5,7 +5,8 @@ Fixtures
   make_emulator     factory: make_emulator(spec=None, **kw) -> started Emulator (stopped at teardown)
   kudufs_bin        path of the kudufs binary ($KUDUFS_BIN or <repo>/kudufs); fails if missing
   mount             factory: mount(apps, user=None, password=None, opts=(), extra_args=(),
-                    expect_fail=False, env=None) -> Mount (.path .proc .pid .log() .cfg .tmp .unmount())
+                    expect_fail=False, env=None, timeout=15, config_extra="")
+                    -> Mount (.path .proc .pid .log() .cfg .tmp .unmount() .returncode)
 Helpers (import with `from conftest import run, read_rss_hwm`)
   run(cmd, **kw)        subprocess.run with text output captured (timeout 120 s unless given)
   read_rss_hwm(pid)     VmHWM of a process in kB
@@ -157,28 +158,38 @@ def mount(kudufs_bin, tmp_path_factory):
     expect_fail=False, env=None) -> Mount.
 
     user/password default to the emulator's defaults ("demo" / "demo-secret-pw"); both may
-    also be dicts name -> value. With expect_fail=True the daemon is expected to exit before
+    also be dicts name -> value. An app may be given as a dict {"url", "user", "password",
+    other keys written verbatim into its section}; password False writes no password_file.
+    config_extra: lines added to the [kudufs] section. With expect_fail=True the daemon is expected to exit before
     mounting: the Mount is returned with .returncode set (the test asserts on it and .log())."""
     mounts = []
     tmps = []
 
     def do_mount(apps, user=None, password=None, opts=(), extra_args=(), expect_fail=False,
-                 env=None, timeout=15):
+                 env=None, timeout=15, config_extra=""):
         tmp = str(tmp_path_factory.mktemp("kudufs"))
         os.chmod(tmp, 0o700)
         tmps.append(tmp)
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
-        lines = ["[kudufs]", "cache_dir = %s" % os.path.join(tmp, "cache"), ""]
-        for name, url in apps.items():
-            u = user.get(name) if isinstance(user, dict) else user
-            p = password.get(name) if isinstance(password, dict) else password
+        lines = ["[kudufs]", "cache_dir = %s" % os.path.join(tmp, "cache")]
+        lines += [l for l in config_extra.splitlines()] + [""]
+        for name, app in apps.items():
+            app = dict(app) if isinstance(app, dict) else {"url": app}
+            url = app.pop("url", None)
+            u = app.pop("user", user.get(name) if isinstance(user, dict) else user)
+            p = app.pop("password", password.get(name) if isinstance(password, dict) else password)
             u = "demo" if u is None else u
             p = "demo-secret-pw" if p is None else p
-            pw_file = os.path.join(tmp, "%s.pass" % name)
-            _write_private(pw_file, p + "\n")
-            lines += ["[app %s]" % name, "url = %s" % url, "user = %s" % u,
-                      "password_file = %s" % pw_file, ""]
+            lines.append("[app %s]" % name)
+            if url is not None:
+                lines.append("url = %s" % url)
+            lines.append("user = %s" % u)
+            if p is not False:
+                pw_file = os.path.join(tmp, "%s.pass" % name)
+                _write_private(pw_file, p + "\n")
+                lines.append("password_file = %s" % pw_file)
+            lines += ["%s = %s" % kv for kv in app.items()] + [""]
         cfg = _write_private(os.path.join(tmp, "config"), "\n".join(lines))
         cmd = [kudufs_bin, "-f", "--config", cfg]
         if opts:
