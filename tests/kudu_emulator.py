@@ -57,7 +57,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import select
 import signal
 import socket
