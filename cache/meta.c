@@ -452,7 +452,9 @@ static void detail_submit(struct cache *c, size_t app, int pid)
 	kudu_client_submit(c->client, &p->req);
 }
 
-void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list *l)
+/* Fetch details of every listed process named `name` (all if NULL). */
+static void prefetch_named(struct cache *c, size_t app, const struct cache_list *l,
+			   const char *name)
 {
 	int *todo = malloc((l->nprocs ? l->nprocs : 1) * sizeof(int));
 	size_t n = 0;
@@ -462,13 +464,19 @@ void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list
 		return;
 	pthread_mutex_lock(&c->meta_lock);
 	for (size_t i = 0; i < l->nprocs; i++)
-		if (detail_claim(c, app, l->procs[i].pid, now))
+		if ((!name || !strcasecmp(l->procs[i].name, name)) &&
+		    detail_claim(c, app, l->procs[i].pid, now))
 			todo[n++] = l->procs[i].pid;
 	pthread_mutex_unlock(&c->meta_lock);
 	/* the client keeps at most max_conns of these on the wire */
 	for (size_t i = 0; i < n; i++)
 		detail_submit(c, app, todo[i]);
 	free(todo);
+}
+
+void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list *l)
+{
+	prefetch_named(c, app, l, NULL);
 }
 
 int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **out)
@@ -541,7 +549,7 @@ int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dir
 				ncand++;
 		if (!ncand)
 			continue;
-		cache_prefetch_details(c, app, l); /* candidates in parallel */
+		prefetch_named(c, app, l, kinds[k]); /* candidates in parallel */
 		for (size_t i = 0; i < l->nprocs; i++) {
 			struct cache_blob *b = NULL;
 

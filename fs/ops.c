@@ -248,8 +248,11 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		rc = cache_get_list(k->cache, n.app, &l);
 		if (rc < 0)
 			return rc;
-		/* so a grep over every details.json right after is served from cache */
-		cache_prefetch_details(k->cache, n.app, l);
+		/* So a grep over every details.json right after is served from
+		 * cache. Details are Kudu's slow call (it runs KuduHandles.exe per
+		 * process): an app bigger than prefetch_max is fetched on demand. */
+		if (l->nprocs <= k->cfg->prefetch_max)
+			cache_prefetch_details(k->cache, n.app, l);
 		fill(buf, "processes.json", NULL, 0, 0);
 		for (size_t i = 0; i < l->nprocs; i++) {
 			const struct cache_proc *p = &l->procs[i];

@@ -42,6 +42,7 @@ void kudu_config_init(struct kudu_config *cfg)
 	cfg->first_byte_timeout = 900;
 	cfg->stall_timeout = 60;
 	cfg->max_conns = 8;
+	cfg->prefetch_max = 256;
 }
 
 static void app_free(struct kudu_app *app)
@@ -191,6 +192,7 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		{ "first_byte_timeout", offsetof(struct kudu_config, first_byte_timeout) },
 		{ "stall_timeout", offsetof(struct kudu_config, stall_timeout) },
 		{ "max_conns", offsetof(struct kudu_config, max_conns) },
+		{ "prefetch_max", offsetof(struct kudu_config, prefetch_max) },
 	};
 
 	for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {

@@ -51,6 +51,7 @@ struct kudu_config {
 	unsigned dump_ttl, list_ttl, detail_ttl, neg_ttl;
 	unsigned connect_timeout, first_byte_timeout, stall_timeout;
 	unsigned max_conns;
+	unsigned prefetch_max;   /* readdir prefetches details only up to this many processes */
 	bool insecure;
 	char *ca_file;
 	int debug;
