@@ -492,6 +492,7 @@ class ChunkedWriter:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    finish_hook = None
     server_version = "Microsoft-IIS/10.0"
     sys_version = ""
 
@@ -532,7 +533,7 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         self.end_headers()
-        self.write_body([memoryview(body)], faults)
+        self.write_body([memoryview(body)], faults, total=len(body), before_last=self.finish_hook)
 
     def send_json(self, status, obj, headers=(), faults=()):
         self.send_bytes(status, json.dumps(obj, separators=(",", ":")).encode(), headers=headers,
@@ -802,6 +803,19 @@ class Handler(BaseHTTPRequestHandler):
                 ss["dump_peak"] = max(ss["dump_peak"], ss["dump_current"])
                 k = "%s/%s" % (real_pid, dump_type)
                 ss["dumps_by_key"][k] = ss["dumps_by_key"].get(k, 0) + 1
+        done = []
+
+        def finish():
+            # the request stops counting as in flight just before its last bytes go out, so a
+            # client that fires the next request at once never sees a spurious overlap
+            with st.lock:
+                if done:
+                    return
+                done.append(1)
+                st.current -= 1
+                if route == "dump":
+                    ss["dump_current"] -= 1
+        self.finish_hook = finish
         try:
             faults = st.take_faults(route, site.name if site else None, real_pid, dump_type)
             for f in faults:
@@ -826,10 +840,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.do_dump(site, rest, proc, dump_type, faults)
             return self.do_other(method, site, base, rest, proc, faults)
         finally:
-            with st.lock:
-                st.current -= 1
-                if route == "dump":
-                    ss["dump_current"] -= 1
+            finish()
+            self.finish_hook = None
 
     def host(self):
         return self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
@@ -952,6 +964,8 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     if st.active_dumps.get(site.name) is ctx:
                         del st.active_dumps[site.name]
+                if self.finish_hook:
+                    self.finish_hook()
             if size == 0:
                 release()
             if zipped:
