@@ -266,3 +266,20 @@ def test_valgrind_mount_ls_cat_unmount_no_leaks(emulator, tmp_path):
     text = log.read_text()
     assert rc == 0, text[-3000:]
     assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+
+
+def test_token_command_bearer_and_refresh_on_401(make_emulator, tmp_path):
+    emu = make_emulator(token="tok-abc-123")
+    # the first token the command prints is stale; after a 401 it is re-run
+    counter = tmp_path / "n"
+    script = write_private(tmp_path / "tok.sh", f"""#!/bin/sh
+n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
+if [ $n -le 1 ]; then echo stale-token; else echo tok-abc-123; fi
+""")
+    script.chmod(0o700)
+    cfg = write_private(tmp_path / "config", f"[app demo]\nurl = {emu.url('demo')}\ntoken_command = {script}\n")
+    p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.fullmatch(r"demo: OK \d+ processes\n", p.stdout)
+    assert counter.read_text().strip() == "2", "token_command re-run once after the 401"
+    assert "tok-abc-123" not in p.stdout + p.stderr
