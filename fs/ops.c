@@ -494,6 +494,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->attr_timeout = 1;
 	cfg->negative_timeout = 0;
 	cfg->use_ino = 0;
+	/* rm of an open dump file must reach op_unlink (to drop or refuse the
+	 * capture), not become a rename to .fuse_hidden, which is EROFS here */
+	cfg->hard_remove = 1;
 	return fuse_get_context()->private_data;
 }
 
