@@ -237,6 +237,7 @@ def _fulldump_tools(emu, m, tmp_path, size, copy_to_disk=True):
     time.sleep(1.1)
     assert st_size(full) == size
     hwm = read_rss_hwm(m.pid)
+    print("%d MiB: cat %.1f s, daemon VmHWM %d kB" % (size // MiB, t_cat, hwm))
     assert hwm <= RSS_LIMIT_KB, "daemon VmHWM %d kB > 64 MiB" % hwm
     return t_cat, hwm
 
