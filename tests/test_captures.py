@@ -517,3 +517,60 @@ def test_rm_while_fetching_is_ebusy_and_keeps_the_capture(make_emulator, mount, 
     assert xattr(mini, "state") == "idle"
     assert sha_pipe("cat %s" % mini) == want["sha256"]
     assert dumps(emu) == 2
+
+
+# --------------------------------------------------------------------------- spool bounds and files
+
+
+def test_cache_max_enospc_and_lru_eviction(make_emulator, mount):
+    emu = make_emulator({"sites": {"demo": {"mini_size": 4 * MiB, "full_size": 64 * MiB}}})
+    m = mount({"demo": emu.url("demo")}, opts=("cache_max=10M",))
+    d = os.path.join(m.path, "demo")
+    emu.reset()
+    # a dump larger than cache_max cannot be captured
+    full = os.path.join(d, "w3wp-4292", "fulldump.dmp")
+    r = sh("cat %s > /dev/null" % full, timeout=60)
+    assert r.returncode != 0 and "No space left on device" in r.stderr, r.stderr
+    with pytest.raises(OSError) as ei:
+        with open(full, "rb") as f:
+            f.read()
+    assert ei.value.errno == errno.ENOSPC
+    assert sum(s for _, s in spool_files(m)) <= 10 * MiB
+    # three 4 MiB minidumps in 10 MiB: the least recently used finished one goes
+    emu.reset()
+    for pid, name in ((4292, "w3wp-4292"), (5012, "dotnet-5012"), (6240, "php-cgi-6240")):
+        assert sha_pipe("cat %s/%s/minidump.dmp" % (d, name)) == emu.digest("demo", pid, 1)["sha256"]
+        assert status(m)["spool_bytes"] <= 10 * MiB
+        assert sum(s for _, s in spool_files(m)) <= 10 * MiB
+    assert dumps(emu) == 3
+    assert xattr(os.path.join(d, "w3wp-4292", "minidump.dmp"), "state") != "complete"
+    assert xattr(os.path.join(d, "php-cgi-6240", "minidump.dmp"), "state") == "complete"
+    assert sha_pipe("cat %s/php-cgi-6240/minidump.dmp" % d) == emu.digest("demo", 6240, 1)["sha256"]
+    assert dumps(emu) == 3, "the most recent capture is still cached"
+    assert sha_pipe("cat %s/w3wp-4292/minidump.dmp" % d) == emu.digest("demo", 4292, 1)["sha256"]
+    assert dumps(emu) == 4, "the evicted one is fetched again"
+    assert read_rss_hwm(m.pid) <= RSS_LIMIT_KB
+
+
+def test_spool_files_private_stale_removed_all_removed_at_unmount(make_emulator, mount, tmp_path):
+    cache = tmp_path / "cache"
+    stale = cache / "spool-999999"   # no such pid: a crashed daemon's leftovers
+    stale.mkdir(parents=True)
+    (stale / "4292-1-1.dmp").write_bytes(b"MDMP" + b"\0" * 4096)
+    os.chmod(cache, 0o755)
+    emu = make_emulator({"sites": {"demo": {"mini_size": 8 * MiB}}})
+    m = mount({"demo": emu.url("demo")}, opts=("cache_dir=%s" % cache,))
+    assert not stale.exists(), "stale spool of a dead daemon must be removed at start"
+    assert os.stat(cache).st_mode & 0o777 == 0o700
+    mini = os.path.join(m.path, "demo", "site", "minidump.dmp")
+    emu.add_fault(route="dump", kind="stall", after_bytes=2 * MiB, seconds=1, count=1)
+    with open(mini, "rb") as f:
+        assert f.read(4) == b"MDMP"
+        spool = cache / ("spool-%d" % m.pid)
+        files = list(spool.iterdir())
+        assert len(files) == 1
+        assert os.stat(spool).st_mode & 0o777 == 0o700
+        assert os.stat(files[0]).st_mode & 0o777 == 0o600
+    assert sha_pipe("cat %s" % mini) == emu.digest("demo", 4292, 1)["sha256"]
+    assert m.unmount() == 0
+    assert not (cache / ("spool-%d" % m.pid)).exists(), list(cache.iterdir())

@@ -473,3 +473,32 @@ def test_zz_no_kudufs_mount_or_process_left_by_this_module(tmp_path_factory):
         if "kudufs" in cmd and base in cmd and "pytest" not in cmd:
             left.append((pid, cmd))
     assert left == []
+
+
+# --------------------------------------------------------------------------- sharing and retries
+
+
+def test_concurrent_lookups_of_one_item_share_one_request(make_emulator, mount):
+    emu = make_emulator()
+    m = mount({"demo": emu.url("demo")}, opts=("list_ttl=60", "detail_ttl=60"))
+    path = os.path.join(m.path, "demo", "php-cgi-6240", "details.json")
+    assert os.path.isdir(os.path.dirname(path))  # list cached; no readdir, so no prefetch
+    emu.reset()
+    emu.add_fault(route="details", kind="latency", seconds=0.5)
+    r = sh(" & ".join(["jq -r .name %s" % path] * 6) + " & wait")
+    assert r.returncode == 0 and r.stdout.split() == ["php-cgi"] * 6, r.stderr
+    assert site_stats(emu, "demo")["details"] == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_list_429_503_retried_honoring_retry_after(make_emulator, mount, status):
+    emu = make_emulator()
+    m = mount({"demo": emu.url("demo")}, opts=("list_ttl=0",))
+    emu.reset()
+    emu.add_fault(route="list", kind="status", status=status, retry_after=1, count=2)
+    t = time.monotonic()
+    r = run(["ls", os.path.join(m.path, "demo")])
+    took = time.monotonic() - t
+    assert r.returncode == 0 and "w3wp-4292" in r.stdout, r.stderr
+    assert site_stats(emu, "demo")["list"] == 3
+    assert took >= 1.8, "Retry-After: 1 was not honoured (%.2f s)" % took
