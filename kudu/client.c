@@ -48,6 +48,7 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	double t_start, t_first, t_last;
 	bool headers_done;
+	char reason[128];       /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
 	int local_err;          /* positive errno from pwrite or on_progress */
 	size_t body_cap;
 };
@@ -125,6 +126,29 @@ static void parse_disposition(struct kudu_request *req, const char *v, size_t n)
 	memcpy(req->filename, out, len + 1);
 }
 
+/* "HTTP/1.1 500 Request Timed Out\r\n" -> "Request Timed Out"; "HTTP/2 500 \r\n" -> "". */
+static void parse_reason(struct xfer *x, const char *line, size_t n)
+{
+	const char *p = memchr(line, ' ', n);
+	const char *end = line + n;
+	size_t len = 0;
+
+	x->reason[0] = '\0';
+	if (!p)
+		return;
+	while (p < end && *p == ' ')
+		p++;
+	while (p < end && *p != ' ' && *p != '\r' && *p != '\n')
+		p++; /* the status code */
+	while (p < end && *p == ' ')
+		p++;
+	while (p + len < end && p[len] != '\r' && p[len] != '\n' && len + 1 < sizeof(x->reason)) {
+		x->reason[len] = (unsigned char)p[len] < 0x20 ? ' ' : p[len];
+		len++;
+	}
+	x->reason[len] = '\0';
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct kudu_request *req = arg;
@@ -135,6 +159,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		/* a new header block (after 100-continue or a retry) */
 		req->filename[0] = '\0';
 		x->headers_done = false;
+		parse_reason(x, data, n);
 		if (!x->t_first)
 			x->t_first = x->t_last = kudu_now();
 	} else if (n >= 20 && !strncasecmp(data, "Content-Disposition:", 20)) {
@@ -339,6 +364,36 @@ static void complete(struct kudu_request *req)
 		req->on_done(req);
 }
 
+/* The text of <title>...</title> in an HTML error page, whitespace folded. */
+static bool html_title(const char *body, size_t blen, char *out, size_t len)
+{
+	const char *p = memmem(body, blen, "<title>", 7);
+	const char *end;
+	size_t o = 0;
+	bool space = false;
+
+	if (!p)
+		p = memmem(body, blen, "<TITLE>", 7);
+	if (!p)
+		return false;
+	p += 7;
+	end = memchr(p, '<', (size_t)(body + blen - p));
+	if (!end)
+		return false;
+	for (; p < end && o + 1 < len; p++) {
+		if ((unsigned char)*p <= ' ') {
+			space = o > 0;
+			continue;
+		}
+		if (space && o + 2 < len)
+			out[o++] = ' ';
+		space = false;
+		out[o++] = *p;
+	}
+	out[o] = '\0';
+	return o > 0;
+}
+
 /* Kudu's errors are {"Message": "..."}; keep the text for logs and xattrs. */
 static void server_message(const struct kudu_request *req, char *out, size_t len)
 {
@@ -354,6 +409,8 @@ static void server_message(const struct kudu_request *req, char *out, size_t len
 		m = json_object_get(root, "message");
 	if (m && json_is_string(m)) {
 		snprintf(out, len, "%s", json_string_value(m));
+	} else if (!root && html_title(req->body, req->body_len, out, len)) {
+		/* an App Service front-end page: its title says what happened */
 	} else if (!root) {
 		/* plain text: first line, printable only */
 		size_t i;
@@ -440,13 +497,21 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 			return true;
 		}
 		req->err = kudu_errno_from_status(req->status, msg);
+		/* The front end's 230 s cut is an HTML or text page (or only a reason
+		 * phrase), not Kudu's JSON: look at all of it, the body being bounded
+		 * by ERROR_BODY_MAX. */
+		if (req->status == 500 && req->err == -EIO &&
+		    (kudu_text_says_timed_out(x->reason, strlen(x->reason)) ||
+		     kudu_text_says_timed_out(req->body, req->body_len)))
+			req->err = -ETIMEDOUT;
 		if (req->status == 401 || req->status == 403)
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s (credentials from %s)",
 				 req->status, kudu_status_reason(req->status), req->app->cred_desc);
 		else if (req->err == -ETIMEDOUT)
 			snprintf(req->errmsg, sizeof(req->errmsg),
 				 "%ld %s%s%s (App Service's front end cuts requests at ~230 s; a minidump is smaller and faster)",
-				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "", msg);
+				 req->status, x->reason[0] ? x->reason : kudu_status_reason(req->status),
+				 msg[0] ? ": " : "", msg);
 		else if (kudu_status_is_retryable(req->status))
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s (after %d attempts)",
 				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "", msg,

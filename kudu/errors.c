@@ -3,6 +3,7 @@
  */
 #include "kudu.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +31,25 @@ bool kudu_status_is_retryable(long status)
 	return status == 429 || status == 502 || status == 503;
 }
 
+bool kudu_text_says_timed_out(const char *text, size_t len)
+{
+	static const char needle[] = "timed out";
+	const size_t n = sizeof(needle) - 1;
+
+	/* bytes, not a C string: an error page may hold NULs or be cut mid-way */
+	if (!text)
+		return false;
+	for (size_t i = 0; i + n <= len; i++) {
+		size_t j = 0;
+
+		while (j < n && tolower((unsigned char)text[i + j]) == needle[j])
+			j++;
+		if (j == n)
+			return true;
+	}
+	return false;
+}
+
 int kudu_errno_from_status(long status, const char *message)
 {
 	if (status >= 200 && status < 300)
@@ -43,8 +63,9 @@ int kudu_errno_from_status(long status, const char *message)
 	case 504:
 		return -ETIMEDOUT;
 	case 500:
-		/* App Service's front end cuts requests at ~230 s with this text */
-		if (message && strstr(message, "Request Timed Out"))
+		/* App Service's front end cuts requests at ~230 s: "Request Timed Out",
+		 * "500 - The request timed out.", depending on the layer that answers */
+		if (message && kudu_text_says_timed_out(message, strlen(message)))
 			return -ETIMEDOUT;
 		return -EIO;
 	default:

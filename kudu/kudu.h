@@ -88,6 +88,8 @@ int kudu_check_private_file(const char *path, const char *what, char *err, size_
 /* The design's table: HTTP status (+ Kudu's Message) to errno. */
 int kudu_errno_from_status(long status, const char *message);
 bool kudu_status_is_retryable(long status);
+/* Case-insensitive "timed out" in len bytes (a reason phrase or an error page). */
+bool kudu_text_says_timed_out(const char *text, size_t len);
 const char *kudu_status_reason(long status);
 
 /* ---- URLs --------------------------------------------------------------- */

@@ -41,7 +41,8 @@ true on a site frees it as soon as the waiting client disconnects.
 Faults: {"route": "list|details|dump|other|any", "site", "pid", "dump_type", "count",
   "kind": "latency" (seconds) | "slow_dump" (seconds) | "stall" (after_bytes, seconds,
   close: false|true|"reset") | "reset" (after_bytes) | "short" (after_bytes) |
-  "status" (status, retry_after, message | body, content_type) | "malformed" (body)}
+  "status" (status, retry_after, reason, message | body, content_type) | "malformed" (body) |
+  "frontend_timeout" (status=500, reason: App Service's ~230 s cut, an IIS HTML page, not Kudu JSON)}
 
 Control routes (no auth, never counted in stats), JSON:
   GET /_emulator/health | /_emulator/stats | /_emulator/spec | /_emulator/faults
@@ -75,12 +76,25 @@ DEFAULT_USER = "demo"
 DEFAULT_PASSWORD = "demo-secret-pw"
 API_BASES = (("api", "processes"), ("api", "diagnostics", "processes"), ("diagnostics", "processes"))
 ROUTES = ("list", "details", "dump", "other")
-FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed")
+FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed",
+               "frontend_timeout")
 CONFLICT_MSG = ("The process cannot access the file 'C:\\home\\LogFiles\\minidump\\minidump.dmp' "
                 "because it is being used by another process.")
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
            503: "Service Unavailable", 504: "Gateway Timeout"}
+# What App Service's front end (IIS/ARR) answers when it cuts a request at ~230 s
+FRONTEND_TIMEOUT_HTML = (
+    b'<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+    b'"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\r\n'
+    b'<html xmlns="http://www.w3.org/1999/xhtml">\r\n<head>\r\n'
+    b'<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"/>\r\n'
+    b'<title>500 - The request timed out.</title>\r\n</head>\r\n<body>\r\n'
+    b'<div id="header"><h1>Server Error</h1></div>\r\n<div id="content">\r\n'
+    b' <div class="content-container"><fieldset>\r\n'
+    b'  <h2>500 - The request timed out.</h2>\r\n'
+    b'  <h3>The web server failed to respond within the specified time.</h3>\r\n'
+    b' </fieldset></div>\r\n</div>\r\n</body>\r\n</html>\r\n')
 BASE_TIME = datetime(2024, 9, 4, 10, 33, 18, 123456, tzinfo=timezone.utc)
 
 
@@ -526,8 +540,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def send_bytes(self, status, body, ctype="application/json; charset=utf-8", headers=(),
-                   faults=()):
-        self.send_response(status, REASONS.get(status))
+                   faults=(), reason=None):
+        self.send_response(status, reason if reason is not None else REASONS.get(status))
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in headers:
@@ -824,6 +838,9 @@ class Handler(BaseHTTPRequestHandler):
             for f in faults:
                 if f["kind"] == "status":
                     return self.fault_status(f)
+                if f["kind"] == "frontend_timeout":
+                    return self.send_bytes(int(f.get("status", 500)), FRONTEND_TIMEOUT_HTML,
+                                           ctype="text/html", reason=f.get("reason"))
                 if f["kind"] == "malformed":
                     b = f.get("body") or '[{"id": 4100, "name": "w3wp", "machineName": '
                     return self.send_bytes(200, b.encode() if isinstance(b, str) else bytes(b),
@@ -857,7 +874,10 @@ class Handler(BaseHTTPRequestHandler):
             b = f["body"]
             return self.send_bytes(status, b.encode() if isinstance(b, str) else json.dumps(b).encode(),
                                    ctype=f.get("content_type", "text/plain; charset=utf-8"),
-                                   headers=headers)
+                                   headers=headers, reason=f.get("reason"))
+        if f.get("reason") is not None:
+            return self.send_bytes(status, json.dumps({"Message": f.get("message") or "An error has occurred."}
+                                                      ).encode(), headers=headers, reason=f["reason"])
         return self.message(status, f.get("message") or REASONS.get(status, "Error"), headers)
 
     def not_running(self, rest):

@@ -94,6 +94,24 @@ def test_front_end_cutoff_500_is_etimedout_with_hint(emulator):
     assert "230 s" in r["msg"] and "minidump" in r["msg"]
 
 
+def test_front_end_cutoff_html_page_is_etimedout(emulator, tmp_path):
+    """The real 230 s cut is the front end's IIS page, not Kudu's JSON."""
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind="frontend_timeout", count=1)
+    r = fetch(emulator, "dump", pid, 2, tmp_path / "d.dmp")
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "500 - The request timed out." in r["msg"], r["msg"]
+    assert "<" not in r["msg"], "the page's title, not its markup"
+    assert "230 s" in r["msg"] and "minidump" in r["msg"]
+
+
+def test_front_end_cutoff_in_reason_phrase_only_is_etimedout(emulator):
+    emulator.add_fault(route="list", kind="status", status=500, reason="Request Timed Out", count=1)
+    r = fetch(emulator, "list")
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "500 Request Timed Out" in r["msg"] and "minidump" in r["msg"]
+
+
 def test_unknown_pid_is_enoent_with_kudu_message(emulator):
     r = fetch(emulator, "details", 987654)
     assert r["errno"] == "ENOENT" and r["status"] == "404"

@@ -53,6 +53,10 @@ static void test_errno_table(void)
 	CHECK(kudu_errno_from_status(503, NULL) == -EIO, "503 after retries");
 	CHECK(kudu_errno_from_status(500, "Site sku (Free) does not support full minidump.") == -EIO, "500");
 	CHECK(kudu_errno_from_status(500, "Request Timed Out") == -ETIMEDOUT, "500 front-end cutoff");
+	CHECK(kudu_errno_from_status(500, "500 - The request timed out.") == -ETIMEDOUT,
+	      "front-end cutoff, IIS page wording");
+	CHECK(kudu_text_says_timed_out("x\0<h2>TIMED OUT", 15) && !kudu_text_says_timed_out("timed ou", 8) &&
+	      !kudu_text_says_timed_out(NULL, 0), "timed out search");
 	CHECK(kudu_errno_from_status(504, NULL) == -ETIMEDOUT, "504");
 	CHECK(kudu_errno_from_status(400, NULL) == -EIO, "400");
 	CHECK(kudu_status_is_retryable(429) && kudu_status_is_retryable(502) &&
