@@ -48,6 +48,7 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	double t_start, t_first, t_last;
 	bool headers_done;
+	bool in_multi;          /* added to c->multi, on c->active, counted in active_json */
 	char reason[128];       /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
 	int local_err;          /* positive errno from pwrite or on_progress */
 	size_t body_cap;
@@ -318,7 +319,8 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
 	if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
-		return -EIO;
+		return -EIO; /* not counted: xfer_release must not uncount it */
+	x->in_multi = true;
 	req->priv_next = c->active;
 	c->active = req;
 	if (req->kind == KUDU_REQ_JSON)
@@ -331,17 +333,21 @@ static void xfer_release(struct kudu_client *c, struct kudu_request *req)
 	struct xfer *x = req->priv;
 	struct kudu_request **pp;
 
-	for (pp = &c->active; *pp; pp = &(*pp)->priv_next) {
-		if (*pp == req) {
-			*pp = req->priv_next;
-			break;
+	if (x && x->in_multi) {
+		for (pp = &c->active; *pp; pp = &(*pp)->priv_next) {
+			if (*pp == req) {
+				*pp = req->priv_next;
+				break;
+			}
 		}
-	}
-	req->priv_next = NULL;
-	if (req->kind == KUDU_REQ_JSON)
-		c->active_json--;
-	if (x) {
+		req->priv_next = NULL;
+		/* only what xfer_start counted: an unsigned wrap here would hold
+		 * every later JSON request in the waiting list for ever */
+		if (req->kind == KUDU_REQ_JSON)
+			c->active_json--;
 		curl_multi_remove_handle(c->multi, x->easy);
+	}
+	if (x) {
 		curl_easy_cleanup(x->easy);
 		curl_slist_free_all(x->headers);
 		free(x);

@@ -6,11 +6,16 @@
 #include "cache/cache.h"
 #include "kudu/kudu.h"
 
+#include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -41,6 +46,99 @@ static char *write_file(const char *name, const char *content, mode_t mode)
 	fclose(f);
 	chmod(p, mode);
 	return p;
+}
+
+/* Interposes libcurl's curl_multi_add_handle (the kudu objects are linked
+ * into this binary, so their calls land here) to make it fail on demand. */
+static atomic_int fail_multi_adds;
+
+CURLMcode curl_multi_add_handle(CURLM *multi, CURL *easy)
+{
+	static CURLMcode (*real)(CURLM *, CURL *);
+
+	if (atomic_load(&fail_multi_adds) > 0) {
+		atomic_fetch_sub(&fail_multi_adds, 1);
+		return CURLM_OUT_OF_MEMORY;
+	}
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "curl_multi_add_handle");
+	return real(multi, easy);
+}
+
+struct done_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done;
+};
+
+static void on_done_signal(struct kudu_request *req)
+{
+	struct done_wait *w = req->arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->done = 1;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Submit and wait at most secs; returns whether on_done ran. */
+static int submit_wait(struct kudu_client *c, struct kudu_request *req, struct done_wait *w, int secs)
+{
+	struct timespec until;
+	int done;
+
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->done = 0;
+	req->arg = w;
+	req->on_done = on_done_signal;
+	kudu_client_submit(c, req);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += secs;
+	pthread_mutex_lock(&w->lock);
+	while (!w->done && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+		;
+	done = w->done;
+	pthread_mutex_unlock(&w->lock);
+	return done;
+}
+
+/* A request whose curl_multi_add_handle fails must not leave the JSON slot
+ * count off: with max_conns=1 the next JSON request would wait for ever. */
+static void test_client_add_failure(void)
+{
+	struct kudu_config cfg;
+	struct kudu_client *c = NULL;
+	struct kudu_request r1, r2;
+	struct done_wait w1, w2;
+	char err[KUDU_ERRLEN] = "";
+	int done;
+
+	kudu_config_init(&cfg);
+	cfg.max_conns = 1;
+	cfg.connect_timeout = 5;
+	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	CHECK(kudu_client_new(&c, &cfg) == 0, "client");
+	if (!c)
+		return;
+	kudu_request_init(&r1, cfg.apps[0], KUDU_REQ_JSON);
+	kudu_url_list(cfg.apps[0], r1.url, sizeof(r1.url));
+	kudu_request_init(&r2, cfg.apps[0], KUDU_REQ_JSON);
+	kudu_url_list(cfg.apps[0], r2.url, sizeof(r2.url));
+
+	atomic_store(&fail_multi_adds, 1);
+	done = submit_wait(c, &r1, &w1, 10);
+	CHECK(done && r1.err == -EIO && strstr(r1.errmsg, "cannot start request"),
+	      "failed add: done=%d err=%d '%s'", done, r1.err, r1.errmsg);
+	done = submit_wait(c, &r2, &w2, 10);
+	CHECK(done && r2.err == -EIO, "next JSON request must run: done=%d err=%d '%s'", done, r2.err,
+	      r2.errmsg);
+	kudu_client_free(c); /* ends r2 with ECANCELED if it was stuck */
+	kudu_request_reset(&r1);
+	kudu_request_reset(&r2);
+	kudu_config_free(&cfg);
+	curl_global_cleanup();
 }
 
 static void test_errno_table(void)
@@ -278,6 +376,7 @@ int main(void)
 	test_config_bad();
 	test_password_file_perms();
 	test_credential_precedence();
+	test_client_add_failure();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("warning: could not remove %s\n", tmpdir);
