@@ -49,6 +49,7 @@ struct xfer {
 	double t_start, t_first, t_last;
 	bool headers_done;
 	bool in_multi;          /* added to c->multi, on c->active, counted in active_json */
+	bool decoded;           /* curl undoes a Content-Encoding: Content-Length is not the body's */
 	char reason[128];       /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
 	int local_err;          /* positive errno from pwrite or on_progress */
 	size_t body_cap;
@@ -161,10 +162,19 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		req->filename[0] = '\0';
 		x->headers_done = false;
 		parse_reason(x, data, n);
+		x->decoded = false;
 		if (!x->t_first)
 			x->t_first = x->t_last = kudu_now();
 	} else if (n >= 20 && !strncasecmp(data, "Content-Disposition:", 20)) {
 		parse_disposition(req, data + 20, n - 20);
+	} else if (n >= 17 && !strncasecmp(data, "Content-Encoding:", 17)) {
+		const char *v = data + 17;
+
+		while (v < data + n && (*v == ' ' || *v == '\t'))
+			v++;
+		/* only JSON requests ask curl to decode (CURLOPT_ACCEPT_ENCODING) */
+		x->decoded = req->kind == KUDU_REQ_JSON && v < data + n && *v != '\r' && *v != '\n' &&
+			     strncasecmp(v, "identity", 8);
 	} else if (n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		curl_off_t cl = -1;
 		long status = 0;
@@ -173,7 +183,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 		if (status >= 200) {
 			req->status = status;
-			req->length = cl;
+			/* a compressed length says nothing about the decoded body */
+			req->length = x->decoded ? -1 : cl;
 			x->headers_done = true;
 		}
 	}
@@ -480,6 +491,8 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 	} else if (rc != CURLE_OK) {
 		fail_curl(req, x, rc);
 	} else if (req->status >= 200 && req->status < 300) {
+		/* length is -1 for a body curl decoded (gzip): curl itself checks the
+		 * wire bytes against Content-Length (CURLE_PARTIAL_FILE) */
 		if (req->length >= 0 && req->bytes != (uint64_t)req->length) {
 			req->err = -EIO;
 			snprintf(req->errmsg, sizeof(req->errmsg), "body cut short: got %llu of %lld bytes",

@@ -38,6 +38,9 @@ A client that gives up during the "writing" phase does not free the site (Kudu's
 MiniDumpWriteDump goes on): a new dump in that window conflicts. "release_on_disconnect":
 true on a site frees it as soon as the waiting client disconnects.
 
+"gzip_json": true (top level) gzips JSON responses for clients that send Accept-Encoding: gzip,
+with Content-Length the compressed size, as IIS's dynamic compression does.
+
 Faults: {"route": "list|details|dump|other|any", "site", "pid", "dump_type", "count",
   "kind": "latency" (seconds) | "slow_dump" (seconds) | "stall" (after_bytes, seconds,
   close: false|true|"reset") | "reset" (after_bytes) | "short" (after_bytes) |
@@ -56,6 +59,7 @@ Control routes (no auth, never counted in stats), JSON:
 import argparse
 import base64
 import binascii
+import gzip
 import hashlib
 import json
 import select
@@ -378,6 +382,7 @@ class State:
         self.user = spec.get("user", DEFAULT_USER)
         self.password = spec.get("password", DEFAULT_PASSWORD)
         self.token = spec.get("token")
+        self.gzip_json = bool(spec.get("gzip_json", False))
         sites = spec.get("sites") or {"demo": {}}
         self.sites = {}
         for name, s in sites.items():
@@ -390,6 +395,7 @@ class State:
 
     def spec(self):
         return {"user": self.user, "password": self.password, "token": self.token,
+                "gzip_json": self.gzip_json,
                 "sites": {n: dict(s.spec, sku=s.sku, instance=s.instance, machine=s.machine,
                                   mini_size=s.mini_size, full_size=s.full_size,
                                   dump_delay=s.dump_delay,
@@ -543,6 +549,10 @@ class Handler(BaseHTTPRequestHandler):
                    faults=(), reason=None):
         self.send_response(status, reason if reason is not None else REASONS.get(status))
         self.send_header("Content-Type", ctype)
+        if (self.st.gzip_json and ctype.startswith("application/json")
+                and "gzip" in (self.headers.get("Accept-Encoding") or "").lower()):
+            body = gzip.compress(bytes(body))
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
         for k, v in headers:
             self.send_header(k, v)

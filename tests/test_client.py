@@ -112,6 +112,18 @@ def test_front_end_cutoff_in_reason_phrase_only_is_etimedout(emulator):
     assert "500 Request Timed Out" in r["msg"] and "minidump" in r["msg"]
 
 
+def test_gzip_json_with_content_length(make_emulator):
+    """Content-Length is the compressed size; the decoded body is longer."""
+    emu = make_emulator({"gzip_json": True})
+    r = fetch(emu, "list")
+    assert r["ok"], r["line"]
+    items = json.loads(r["body"])
+    assert items and int(r["bytes"]) == len(r["body"].encode())
+    r = fetch(emu, "details", items[0]["id"])
+    assert r["ok"], r["line"]
+    assert json.loads(r["body"])["id"] == items[0]["id"]
+
+
 def test_unknown_pid_is_enoent_with_kudu_message(emulator):
     r = fetch(emulator, "details", 987654)
     assert r["errno"] == "ENOENT" and r["status"] == "404"
