@@ -12,6 +12,7 @@
  */
 #include "kudu.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
@@ -90,6 +91,7 @@ void kudu_request_reset(struct kudu_request *req)
 	req->length = -1;
 	req->bytes = 0;
 	req->filename[0] = '\0';
+	req->content_type[0] = '\0';
 	req->errmsg[0] = '\0';
 }
 
@@ -151,6 +153,25 @@ static void parse_reason(struct xfer *x, const char *line, size_t n)
 	x->reason[len] = '\0';
 }
 
+/* "Content-Type: Text/HTML; charset=utf-8" -> "text/html": the capture layer
+ * tells a dump (application/octet-stream) from a front-end error page by it. */
+static void parse_content_type(struct kudu_request *req, const char *v, size_t n)
+{
+	const char *end = v + n;
+	size_t len = 0;
+
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (v + len < end && v[len] != ';' && v[len] != '\r' && v[len] != '\n' &&
+	       len + 1 < sizeof(req->content_type)) {
+		req->content_type[len] = (char)tolower((unsigned char)v[len]);
+		len++;
+	}
+	while (len > 0 && (req->content_type[len - 1] == ' ' || req->content_type[len - 1] == '\t'))
+		len--;
+	req->content_type[len] = '\0';
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct kudu_request *req = arg;
@@ -160,6 +181,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 	if (n >= 5 && !strncmp(data, "HTTP/", 5)) {
 		/* a new header block (after 100-continue or a retry) */
 		req->filename[0] = '\0';
+		req->content_type[0] = '\0';
 		x->headers_done = false;
 		parse_reason(x, data, n);
 		x->decoded = false;
@@ -167,6 +189,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 			x->t_first = x->t_last = kudu_now();
 	} else if (n >= 20 && !strncasecmp(data, "Content-Disposition:", 20)) {
 		parse_disposition(req, data + 20, n - 20);
+	} else if (n >= 13 && !strncasecmp(data, "Content-Type:", 13)) {
+		parse_content_type(req, data + 13, n - 13);
 	} else if (n >= 17 && !strncasecmp(data, "Content-Encoding:", 17)) {
 		const char *v = data + 17;
 

@@ -130,6 +130,7 @@ struct kudu_request {
 	int64_t length;             /* Content-Length, -1 if unknown */
 	uint64_t bytes;             /* body bytes received */
 	char filename[256];         /* Content-Disposition filename */
+	char content_type[128];     /* media type, lower-cased, no parameters; "" if none */
 	char errmsg[KUDU_ERRLEN];
 	int attempts;
 

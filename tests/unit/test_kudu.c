@@ -7,13 +7,16 @@
 #include "kudu/kudu.h"
 
 #include <curl/curl.h>
+#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,6 +106,112 @@ static int submit_wait(struct kudu_client *c, struct kudu_request *req, struct d
 	return done;
 }
 
+/* A one-connection-per-response HTTP server on 127.0.0.1: answers the i-th
+ * connection with responses[i] and keeps the request head it read. */
+#define CANNED_MAX 4
+struct canned_server {
+	int fd, port;
+	pthread_t thread;
+	const char *responses[CANNED_MAX];
+	int nresp;
+	char requests[CANNED_MAX][4096];
+};
+
+static void *canned_main(void *arg)
+{
+	struct canned_server *s = arg;
+
+	for (int i = 0; i < s->nresp; i++) {
+		int c = accept(s->fd, NULL, NULL);
+		size_t got = 0;
+
+		if (c < 0)
+			break;
+		while (got + 1 < sizeof(s->requests[i])) {
+			ssize_t n = read(c, s->requests[i] + got, sizeof(s->requests[i]) - 1 - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			s->requests[i][got] = '\0';
+			if (strstr(s->requests[i], "\r\n\r\n"))
+				break;
+		}
+		if (write(c, s->responses[i], strlen(s->responses[i])) < 0)
+			perror("canned server write");
+		shutdown(c, SHUT_WR);
+		{
+			char drain[256];
+			while (read(c, drain, sizeof(drain)) > 0)
+				; /* until the client closes: no RST under unread data */
+		}
+		close(c);
+	}
+	return NULL;
+}
+
+static int canned_start(struct canned_server *s)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+
+	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s->fd, 8) < 0 ||
+	    getsockname(s->fd, (struct sockaddr *)&a, &alen) < 0)
+		return -1;
+	s->port = ntohs(a.sin_port);
+	return pthread_create(&s->thread, NULL, canned_main, s) ? -1 : 0;
+}
+
+static void canned_stop(struct canned_server *s)
+{
+	shutdown(s->fd, SHUT_RDWR); /* ends a pending accept() */
+	pthread_join(s->thread, NULL);
+	close(s->fd);
+}
+
+/* One JSON GET of url through a client on cfg: fills req (caller resets it). */
+static int client_get(struct kudu_config *cfg, const char *url, struct kudu_request *req)
+{
+	struct kudu_client *c;
+	int rc;
+
+	kudu_request_init(req, cfg->apps[0], KUDU_REQ_JSON);
+	snprintf(req->url, sizeof(req->url), "%s", url);
+	if (kudu_client_new(&c, cfg) < 0)
+		return -ENOMEM;
+	rc = kudu_client_fetch(c, req);
+	kudu_client_free(c);
+	return rc;
+}
+
+/* The capture layer refuses a 200 text/html "dump" by req->content_type. */
+static void test_client_content_type(void)
+{
+	struct canned_server s = { .nresp = 1, .responses = {
+		"HTTP/1.1 200 OK\r\nContent-Type:  Text/HTML ; charset=UTF-8\r\nContent-Length: 6\r\n"
+		"Connection: close\r\n\r\n<html>" } };
+	struct kudu_config cfg;
+	struct kudu_request req;
+	char err[KUDU_ERRLEN] = "", url[128];
+	int rc;
+
+	if (canned_start(&s) < 0) {
+		CHECK(0, "canned server: %s", strerror(errno));
+		return;
+	}
+	kudu_config_init(&cfg);
+	snprintf(url, sizeof(url), "a=http://127.0.0.1:%d", s.port);
+	kudu_config_add_app(&cfg, url, err, sizeof(err));
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/processes", s.port);
+	rc = client_get(&cfg, url, &req);
+	CHECK(rc == 0 && !strcmp(req.content_type, "text/html"), "rc=%d content_type='%s' %s", rc,
+	      req.content_type, req.errmsg);
+	kudu_request_reset(&req);
+	CHECK(req.content_type[0] == '\0', "reset clears content_type");
+	canned_stop(&s);
+	kudu_config_free(&cfg);
+}
+
 /* A request whose curl_multi_add_handle fails must not leave the JSON slot
  * count off: with max_conns=1 the next JSON request would wait for ever. */
 static void test_client_add_failure(void)
@@ -118,7 +227,6 @@ static void test_client_add_failure(void)
 	cfg.max_conns = 1;
 	cfg.connect_timeout = 5;
 	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	CHECK(kudu_client_new(&c, &cfg) == 0, "client");
 	if (!c)
 		return;
@@ -138,7 +246,6 @@ static void test_client_add_failure(void)
 	kudu_request_reset(&r1);
 	kudu_request_reset(&r2);
 	kudu_config_free(&cfg);
-	curl_global_cleanup();
 }
 
 static void test_errno_table(void)
@@ -376,7 +483,10 @@ int main(void)
 	test_config_bad();
 	test_password_file_perms();
 	test_credential_precedence();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	test_client_add_failure();
+	test_client_content_type();
+	curl_global_cleanup();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("warning: could not remove %s\n", tmpdir);
