@@ -8,7 +8,8 @@
  *
  * Timeouts are checked by this loop rather than CURLOPT_LOW_SPEED_*: Kudu
  * sends nothing while it writes a dump, which can take minutes, so "no first
- * byte" and "stalled mid-body" need different limits.
+ * byte" and "stalled mid-body" need different limits. List and details
+ * requests have one more, meta_timeout, on the whole of each attempt.
  */
 #include "kudu.h"
 
@@ -604,6 +605,11 @@ static void check_timeouts(struct kudu_client *c, double now)
 		next = req->priv_next;
 		if ((cancel = atomic_load(&req->cancel))) {
 			abort_active(c, req, cancel, strerror(cancel));
+		} else if (req->kind == KUDU_REQ_JSON && cfg->meta_timeout &&
+			   now - x->t_start > cfg->meta_timeout) {
+			snprintf(msg, sizeof(msg), "no complete response within meta_timeout (%u s)",
+				 cfg->meta_timeout);
+			abort_active(c, req, ETIMEDOUT, msg);
 		} else if (!x->t_first && cfg->first_byte_timeout &&
 			   now - x->t_start > cfg->first_byte_timeout) {
 			snprintf(msg, sizeof(msg), "no response within first_byte_timeout (%u s)",

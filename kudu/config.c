@@ -41,6 +41,9 @@ void kudu_config_init(struct kudu_config *cfg)
 	cfg->connect_timeout = 30;
 	cfg->first_byte_timeout = 900;
 	cfg->stall_timeout = 60;
+	/* list and details answer in seconds; only dumps need first_byte_timeout's
+	 * minutes, and a hung list must not hold a FUSE worker that long */
+	cfg->meta_timeout = 60;
 	cfg->max_conns = 8;
 	cfg->prefetch_max = 256;
 }
@@ -191,6 +194,7 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		{ "connect_timeout", offsetof(struct kudu_config, connect_timeout) },
 		{ "first_byte_timeout", offsetof(struct kudu_config, first_byte_timeout) },
 		{ "stall_timeout", offsetof(struct kudu_config, stall_timeout) },
+		{ "meta_timeout", offsetof(struct kudu_config, meta_timeout) },
 		{ "max_conns", offsetof(struct kudu_config, max_conns) },
 		{ "prefetch_max", offsetof(struct kudu_config, prefetch_max) },
 	};

@@ -50,6 +50,7 @@ struct kudu_config {
 	uint64_t cache_max;
 	unsigned dump_ttl, list_ttl, detail_ttl, neg_ttl;
 	unsigned connect_timeout, first_byte_timeout, stall_timeout;
+	unsigned meta_timeout;   /* whole-request limit of list/details (JSON) requests */
 	unsigned max_conns;
 	unsigned prefetch_max;   /* readdir prefetches details only up to this many processes */
 	bool insecure;

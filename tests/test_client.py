@@ -156,6 +156,19 @@ def test_latency_is_tolerated(emulator):
     assert r["ok"] and float(r["secs"]) >= 0.9
 
 
+def test_hung_list_ends_at_meta_timeout_not_first_byte_timeout(emulator, tmp_path):
+    emulator.add_fault(route="list", kind="latency", seconds=4, count=1)
+    r = fetch(emulator, "list", opts=["meta_timeout=1"])
+    assert r["errno"] == "ETIMEDOUT", r["line"]
+    assert "meta_timeout (1 s)" in r["msg"]
+    assert float(r["secs"]) < 3
+    # dumps keep first_byte_timeout: a 2 s generation is fine with meta_timeout=1
+    pid = site_pid(emulator)
+    emulator.add_fault(route="dump", kind="slow_dump", seconds=2, count=1)
+    r = fetch(emulator, "dump", pid, 1, tmp_path / "d.dmp", opts=["meta_timeout=1"])
+    assert r["ok"], r["line"]
+
+
 def test_connection_refused_is_eio(emulator):
     url = emulator.url("demo")
     emulator.stop()
