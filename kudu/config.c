@@ -291,8 +291,39 @@ static int set_url(struct kudu_app *app, const char *url, char *err, size_t errl
 struct ini_ctx {
 	struct kudu_config *cfg;
 	char msg[KUDU_ERRLEN];
-	int line;          /* approximate: see section_line use below */
+	FILE *f;
+	int line;          /* lines read so far, counted as inih counts them */
+	int section_line;  /* line of the last "[NAME]" read ... */
+	char section[64];  /* ... and its NAME, as inih copies it */
 };
+
+/* inih's reader, counting lines: Debian's libinih is built without
+ * INI_HANDLER_LINENO or INI_CALL_HANDLER_ON_NEW_SECTION, so the handler learns
+ * neither the line nor when a section starts. Counts one line per call, as
+ * inih does (a line longer than INI_MAX_LINE counts more than once there too). */
+static char *config_read_line(char *str, int num, void *stream)
+{
+	struct ini_ctx *ctx = stream;
+	const char *p;
+
+	if (!fgets(str, num, ctx->f))
+		return NULL;
+	ctx->line++;
+	p = str;
+	if (ctx->line == 1 && !strncmp(p, "\xEF\xBB\xBF", 3))
+		p += 3; /* UTF-8 BOM, which inih skips too */
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '[') {
+		size_t n = strcspn(p + 1, "]\r\n");
+
+		/* an indented "[..." may be a continuation line in inih: the
+		 * handler uses the line only when the name matches its section */
+		ctx->section_line = ctx->line;
+		snprintf(ctx->section, sizeof(ctx->section), "%.*s", (int)n, p + 1);
+	}
+	return str;
+}
 
 static int config_ini_line(void *user, const char *section, const char *name, const char *value)
 {
@@ -327,6 +358,9 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 			snprintf(ctx->msg, sizeof(ctx->msg), "out of memory");
 			return 0;
 		}
+		/* inih calls us from a key line of the section, after its header */
+		if (!app->section_line && !strcmp(ctx->section, section))
+			app->section_line = ctx->section_line;
 		if (!name)
 			return 1;
 		if (!strcmp(name, "url"))
@@ -399,7 +433,8 @@ int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
 		fclose(f);
 		return rc;
 	}
-	rc = ini_parse_file(f, config_ini_line, &ctx);
+	ctx.f = f;
+	rc = ini_parse_stream(config_read_line, &ctx, config_ini_line, &ctx);
 	fclose(f);
 	if (rc != 0) {
 		if (rc > 0)
@@ -542,8 +577,12 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 	}
 	if (app->password_file || app->password_command) {
 		if (!app->user) {
-			set_err(err, errlen, "%s: [app %s] has a password source but no 'user'",
-				where, app->name);
+			if (cfg->path && app->section_line > 0)
+				set_err(err, errlen, "%s:%d: [app %s] has a password source but no 'user'",
+					cfg->path, app->section_line, app->name);
+			else
+				set_err(err, errlen, "%s: [app %s] has a password source but no 'user'",
+					where, app->name);
 			return -EINVAL;
 		}
 		if (app->password_file) {

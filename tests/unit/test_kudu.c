@@ -390,6 +390,31 @@ static void test_config_bad(void)
 	}
 }
 
+/* A credential error found after parsing still names the [app] section's line. */
+static void test_section_line(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char want[600];
+	char *conf = write_file("noline.conf",
+				"; x\n[kudufs]\nmax_conns = 2\n\n[app a]\nurl = http://127.0.0.1:1\n"
+				"password_command = echo pw\n[app b]\nuser = u\n",
+				0600);
+
+	kudu_config_init(&cfg);
+	CHECK(kudu_config_load(&cfg, conf, true, err, sizeof(err)) == 0, "%s", err);
+	CHECK(cfg.napps == 2 && cfg.apps[0]->section_line == 5 && cfg.apps[1]->section_line == 8,
+	      "section lines %d %d", cfg.napps > 0 ? cfg.apps[0]->section_line : -1,
+	      cfg.napps > 1 ? cfg.apps[1]->section_line : -1);
+	snprintf(want, sizeof(want), "%s:5: [app a] has a password source but no 'user'", conf);
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EINVAL && !strcmp(err, want),
+	      "got '%s' want '%s'", err, want);
+	kudu_config_free(&cfg);
+	/* inih's own line numbers still agree with ours */
+	snprintf(want, sizeof(want), "%s/bad7.conf:4: unknown key 'colour'", tmpdir);
+	expect_load_error("bad7.conf", "\xEF\xBB\xBF[app a]\n\nurl = http://x\ncolour = red\n", 0600, want);
+}
+
 static void test_password_file_perms(void)
 {
 	struct kudu_config cfg;
@@ -481,6 +506,7 @@ int main(void)
 	test_sizes_and_names();
 	test_config_good();
 	test_config_bad();
+	test_section_line();
 	test_password_file_perms();
 	test_credential_precedence();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
