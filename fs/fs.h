@@ -11,6 +11,7 @@
 #include "cache/cache.h"
 #include "kudu/kudu.h"
 
+#include <pthread.h>
 #include <time.h>
 
 /* The FUSE private data: everything the operations need. */
@@ -21,6 +22,10 @@ struct kudufs {
 	time_t mounted_at;
 	uid_t uid;
 	gid_t gid;
+	/* Open files. When an unmount is forced on a busy mount the kernel never
+	 * sends their RELEASE, so teardown frees what is left here. */
+	pthread_mutex_t handles_lock;   /* guards handles and every handle's prev/next */
+	struct fs_handle *handles;
 };
 
 enum fs_node_kind {
@@ -44,6 +49,10 @@ struct fs_node {
 };
 
 extern const struct fuse_operations fs_operations;
+
+struct fs_handle;
+/* After the loop: free the handles the kernel never released. */
+void fs_release_handles(struct kudufs *k);
 
 /* Parse and validate a path (may fetch the app's process list). */
 int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node);

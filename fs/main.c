@@ -8,11 +8,16 @@
 #include "fs/fs.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -241,6 +246,92 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 	return failed ? -1 : 0;
 }
 
+/*
+ * SIGTERM/SIGINT/SIGHUP end the mount by unmounting it, not by leaving the
+ * loop: the kernel then flushes pending RELEASE/RELEASEDIR requests and sends
+ * DESTROY, so every handle is released and the loop ends on its own. libfuse's
+ * own handlers leave the loop at once and drop handles still in flight. Only
+ * when the unmount is refused (a reader still has a file open) does the
+ * thread fall back to libfuse's way: exit the session and wake the loop.
+ */
+struct fs_signals {
+	pthread_t thread;
+	pthread_t main_thread;
+	struct fuse_session *se;
+	const char *mountpoint;     /* absolute: fuse_daemonize() chdirs to / */
+	atomic_int stopping;        /* teardown: the next signal only wakes the thread */
+	sigset_t set;
+};
+
+static void fs_signal_wake(int sig)
+{
+	(void)sig; /* only there so that a blocking sem_wait()/read() returns EINTR */
+}
+
+/* A plain (not lazy) unmount, as fusermount3 -u would do it. */
+static int fs_unmount_plain(const char *mountpoint)
+{
+	char *argv[] = { "fusermount3", "-u", "-q", "--", (char *)mountpoint, NULL };
+	extern char **environ;
+	pid_t pid;
+	int st;
+
+	if (geteuid() == 0)
+		return umount2(mountpoint, UMOUNT_NOFOLLOW) == 0 ? 0 : -errno;
+	if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) != 0)
+		return -ENOENT;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EBUSY;
+}
+
+static void *fs_signal_thread(void *arg)
+{
+	struct fs_signals *s = arg;
+	int sig = 0;
+
+	if (sigwait(&s->set, &sig) != 0 || atomic_load(&s->stopping))
+		return NULL;
+	if (fs_unmount_plain(s->mountpoint) == 0)
+		return NULL;
+	fprintf(stderr, "kudufs: %s is busy; leaving it (readers get ENOTCONN)\n", s->mountpoint);
+	fuse_session_exit(s->se);
+	pthread_kill(s->main_thread, SIGUSR2);
+	return NULL;
+}
+
+/* Block the signals in every thread made from here on; one thread takes them. */
+static void fs_signals_block(struct fs_signals *s)
+{
+	sigemptyset(&s->set);
+	sigaddset(&s->set, SIGTERM);
+	sigaddset(&s->set, SIGINT);
+	sigaddset(&s->set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &s->set, NULL);
+}
+
+static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, const char *mountpoint)
+{
+	struct sigaction sa = { .sa_handler = fs_signal_wake };
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR2, &sa, NULL);   /* no SA_RESTART: the loop must see EINTR */
+	s->se = se;
+	s->mountpoint = mountpoint;
+	s->main_thread = pthread_self();
+	atomic_store(&s->stopping, 0);
+	return -pthread_create(&s->thread, NULL, fs_signal_thread, s);
+}
+
+static void fs_signals_stop(struct fs_signals *s)
+{
+	atomic_store(&s->stopping, 1);
+	pthread_kill(s->thread, SIGTERM);   /* blocked everywhere: sigwait() takes it */
+	pthread_join(s->thread, NULL);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -248,6 +339,8 @@ int main(int argc, char *argv[])
 	struct kudu_config cfg;
 	struct kudufs k = { 0 };
 	struct fuse *fuse = NULL;
+	struct fs_signals sig;
+	char mnt_abs[PATH_MAX];
 	char err[KUDU_ERRLEN] = "";
 	int ret = 1;
 
@@ -293,15 +386,22 @@ int main(int argc, char *argv[])
 
 	k.cfg = &cfg;
 	k.mounted_at = time(NULL);
+	pthread_mutex_init(&k.handles_lock, NULL);
 	k.uid = getuid();
 	k.gid = getgid();
 	fuse_opt_add_arg(&args, "-o");
 	fuse_opt_add_arg(&args, "default_permissions,fsname=kudufs,subtype=kudufs");
+	if (!realpath(o.mountpoint, mnt_abs)) {
+		fprintf(stderr, "kudufs: %s: %s\n", o.mountpoint, strerror(errno));
+		goto out_curl;
+	}
 	fuse = fuse_new(&args, &fs_operations, sizeof(fs_operations), &k);
 	if (!fuse)
 		goto out_curl;
-	if (fuse_mount(fuse, o.mountpoint) != 0)
+	if (fuse_mount(fuse, mnt_abs) != 0)
 		goto out_fuse;
+	/* before daemonize and before any thread exists, so all of them inherit it */
+	fs_signals_block(&sig);
 	if (fuse_daemonize(o.foreground) != 0)
 		goto out_unmount;
 	if (kudu_client_new(&k.client, &cfg) < 0) {
@@ -312,8 +412,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "kudufs: %s\n", err);
 		goto out_client;
 	}
-	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+	if (fs_signals_start(&sig, fuse_get_session(fuse), mnt_abs) < 0) {
+		fprintf(stderr, "kudufs: cannot start the signal thread\n");
 		goto out_cache;
+	}
 
 	if (o.single) {
 		ret = fuse_loop(fuse);
@@ -325,9 +427,9 @@ int main(int argc, char *argv[])
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	/* libfuse reports the signal that ended the loop: a requested unmount */
-	ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP) ? 0 : 1;
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	ret = ret == 0 ? 0 : 1;
+	fs_signals_stop(&sig);
+	fs_release_handles(&k);
 out_cache:
 	/* stop transfers before freeing captures their callbacks point into */
 	kudu_client_free(k.client);

@@ -205,6 +205,37 @@ def test_sigterm_unmounts_cleanly(emulator, tmp_path):
         unmount(mnt, proc)
 
 
+def test_sigterm_with_a_reader_waiting_ends_the_mount(make_emulator, tmp_path):
+    """A busy mount cannot be unmounted plainly: SIGTERM then ends the session,
+    the waiting reader fails (it is not left hanging) and no mount remains.
+    The mountpoint is relative, as typed by a user, and the daemon chdirs to /."""
+    emu = make_emulator({"sites": {"demo": {"dump_delay": 30}}})
+    (tmp_path / "mnt").mkdir()
+    cfg = make_config(tmp_path, emu)
+    proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), "mnt"], cwd=str(tmp_path),
+                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+    mnt = tmp_path / "mnt"
+    reader = None
+    try:
+        wait_mounted(mnt, proc)
+        reader = subprocess.Popen(["cat", str(mnt / "demo" / "site" / "minidump.dmp")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1)
+        assert reader.poll() is None, "the reader should be waiting for the slow dump"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert reader.wait(timeout=10) != 0
+        assert time.monotonic() - t0 < 5
+        assert "busy" in proc.stderr.read().decode()
+        assert not os.path.ismount(mnt)
+    finally:
+        if reader is not None and reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        unmount(mnt, proc)
+
+
 def test_mount_fuse3_fstab_style(emulator, tmp_path):
     """The fstab line `kudufs#demo /mnt/kudu fuse3 config=...` goes through mount.fuse3."""
     helper = shutil.which("mount.fuse3") or "/sbin/mount.fuse3"
