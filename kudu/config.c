@@ -169,9 +169,33 @@ static int parse_bool(const char *s, bool *out)
 	return -EINVAL;
 }
 
+/* "~/x" expanded, then a relative path made absolute against the cwd now:
+ * fuse_daemonize() chdirs to "/" even with -f, after which "ca.pem" or
+ * "cache" would name something else. Lexical (cwd + "/" + path) rather than
+ * realpath(): it names the same file as before the chdir, works for a
+ * cache_dir not created yet, and still follows a symlink that is later
+ * re-pointed (rotated secrets, CA bundles). */
+static char *config_abs_path(const char *path)
+{
+	char *home = expand_home(path);
+	char cwd[PATH_MAX];
+	char *out;
+
+	if (!home || home[0] == '/' || !home[0])
+		return home;
+	if (!getcwd(cwd, sizeof(cwd)))
+		return home; /* cwd gone: nothing better to offer than the path as given */
+	while (home[0] == '.' && home[1] == '/')
+		memmove(home, home + 2, strlen(home + 2) + 1);
+	if (asprintf(&out, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", home) < 0)
+		out = NULL;
+	free(home);
+	return out;
+}
+
 static int replace_str(char **dst, const char *value, bool path)
 {
-	char *v = path ? expand_home(value) : strdup(value);
+	char *v = path ? config_abs_path(value) : strdup(value);
 
 	if (!v)
 		return -ENOMEM;

@@ -415,6 +415,53 @@ static void test_section_line(void)
 	expect_load_error("bad7.conf", "\xEF\xBB\xBF[app a]\n\nurl = http://x\ncolour = red\n", 0600, want);
 }
 
+/* Relative paths must survive fuse_daemonize()'s chdir("/"). */
+static void test_relative_paths(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+	char old[512], cwd[512], want[1200], home_x[600];
+	const char *home = getenv("HOME");
+	char *conf;
+
+	if (!getcwd(old, sizeof(old)) || chdir(tmpdir) < 0 || !getcwd(cwd, sizeof(cwd))) {
+		CHECK(0, "chdir %s", tmpdir);
+		return;
+	}
+	write_file("rel.pass", "pw\n", 0600);
+	conf = write_file("rel.conf",
+			  "[kudufs]\ncache_dir = spool/kudufs\nca_file = ./ca.pem\n"
+			  "[app a]\nurl = http://127.0.0.1:1\nuser = u\npassword_file = rel.pass\n"
+			  "netrc_file = ~/n.netrc\n",
+			  0600);
+	kudu_config_init(&cfg);
+	CHECK(kudu_config_load(&cfg, conf, true, err, sizeof(err)) == 0, "%s", err);
+	snprintf(want, sizeof(want), "%s/spool/kudufs", cwd);
+	CHECK(cfg.cache_dir && !strcmp(cfg.cache_dir, want), "cache_dir %s", cfg.cache_dir);
+	snprintf(want, sizeof(want), "%s/ca.pem", cwd);
+	CHECK(cfg.ca_file && !strcmp(cfg.ca_file, want), "ca_file %s", cfg.ca_file);
+	snprintf(home_x, sizeof(home_x), "%s/n.netrc", home ? home : "");
+	CHECK(cfg.napps == 1 && home && !strcmp(cfg.apps[0]->netrc_file, home_x), "~ kept: %s",
+	      cfg.napps ? cfg.apps[0]->netrc_file : "");
+	snprintf(want, sizeof(want), "%s/rel.pass", cwd);
+	CHECK(cfg.napps == 1 && !strcmp(cfg.apps[0]->password_file, want), "password_file %s",
+	      cfg.napps ? cfg.apps[0]->password_file : "");
+	/* -o cache_dir=... goes through kudu_config_set */
+	CHECK(kudu_config_set(&cfg, "cache_dir", "c2", err, sizeof(err)) == 0, "%s", err);
+	snprintf(want, sizeof(want), "%s/c2", cwd);
+	CHECK(!strcmp(cfg.cache_dir, want), "-o cache_dir %s", cfg.cache_dir);
+	CHECK(kudu_config_set(&cfg, "ca_file", "/etc/ssl/x.pem", err, sizeof(err)) == 0 &&
+	      !strcmp(cfg.ca_file, "/etc/ssl/x.pem"), "absolute kept: %s", cfg.ca_file);
+	/* and after a chdir the password file is still found */
+	if (chdir("/") == 0) {
+		CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0 &&
+		      cfg.apps[0]->password && !strcmp(cfg.apps[0]->password, "pw"), "after chdir: %s", err);
+	}
+	kudu_config_free(&cfg);
+	if (chdir(old) < 0)
+		perror(old);
+}
+
 static void test_password_file_perms(void)
 {
 	struct kudu_config cfg;
@@ -509,6 +556,7 @@ int main(void)
 	test_section_line();
 	test_password_file_perms();
 	test_credential_precedence();
+	test_relative_paths();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	test_client_add_failure();
 	test_client_content_type();
