@@ -296,6 +296,12 @@ static void on_done(struct kudu_request *req)
 	pthread_mutex_lock(&c->cap_lock);
 	cap->finished = cap->last_used = kudu_now();
 	snprintf(cap->filename, sizeof(cap->filename), "%s", req->filename);
+	if (req->err == 0 && req->status == 200 && cap->bytes == 0) {
+		/* a 200 with nothing in it is a proxy or front-end artefact, not a dump */
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg), "%.400s: empty response body (HTTP 200)",
+			 cap->url);
+	}
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
 		cap->length = (int64_t)cap->bytes;
@@ -317,8 +323,9 @@ static void on_done(struct kudu_request *req)
 			free(cap->path);
 			cap->path = NULL;
 		}
-		if (cap->fd >= 0)
-			(void)ftruncate(cap->fd, 0);
+		/* no ftruncate: a reader between wait and pread would see a
+		 * short read, i.e. a clean EOF on a cut dump; the fd is private
+		 * and the space goes when the last reference closes it */
 	}
 	pthread_cond_broadcast(&cap->cond);
 	if (d->active == cap) {
@@ -407,9 +414,35 @@ int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_t
 	return 0;
 }
 
+static void queue_remove_locked(struct cache *c, struct capture *cap)
+{
+	struct app_dumps *d = &c->dumps[cap->app];
+	struct capture *prev = NULL;
+
+	for (struct capture *q = d->q_head; q; prev = q, q = q->qnext) {
+		if (q != cap)
+			continue;
+		if (prev)
+			prev->qnext = q->qnext;
+		else
+			d->q_head = q->qnext;
+		if (d->q_tail == q)
+			d->q_tail = prev;
+		q->qnext = NULL;
+		return;
+	}
+}
+
 void cache_capture_release(struct cache *c, struct capture *cap)
 {
 	pthread_mutex_lock(&c->cap_lock);
+	/* The last reader of a queued dump left (Ctrl-C, a killed script):
+	 * nobody wants it any more, and a dump pauses the process, so it
+	 * leaves the queue. A dump already on the wire completes (dump_ttl). */
+	if (cap->state == CAP_QUEUED && cap->in_table && cap->refs == 2) {
+		queue_remove_locked(c, cap);
+		cap->state = CAP_IDLE;
+	}
 	cap_put_locked(c, cap);
 	pthread_mutex_unlock(&c->cap_lock);
 }
@@ -422,6 +455,11 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 	ssize_t n;
 
 	pthread_mutex_lock(&c->cap_lock);
+	if (cap->state == CAP_IDLE && !cap->in_table) {
+		/* rm'd (or evicted) before its first read on this handle */
+		pthread_mutex_unlock(&c->cap_lock);
+		return -ENOENT;
+	}
 	if (cap->state == CAP_IDLE) {
 		struct app_dumps *d = &c->dumps[cap->app];
 
@@ -483,11 +521,21 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	int fd = -1;
 	ssize_t n = cache_capture_wait(c, cap, size, off, interrupted, &fd);
 
+	ssize_t want = n;
+
 	if (n <= 0)
 		return n;
 	/* our reference keeps fd open; bytes below cap->bytes never change */
-	n = pread(fd, buf, (size_t)n, off);
-	return n < 0 ? -errno : n;
+	n = pread(fd, buf, (size_t)want, off);
+	if (n < 0)
+		return -errno;
+	if (n < want) {
+		/* cannot happen with an intact spool; never let it look like EOF */
+		pthread_mutex_lock(&c->cap_lock);
+		n = cap->state == CAP_FAILED ? cap->err : -EIO;
+		pthread_mutex_unlock(&c->cap_lock);
+	}
+	return n;
 }
 
 int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type type,

@@ -24,6 +24,36 @@ static struct kudufs *fs_self(void)
 	return fuse_get_context()->private_data;
 }
 
+/* What an open file or directory handle holds. */
+struct fs_handle {
+	enum fs_node_kind kind;
+	struct fs_node node;
+	char *data;                 /* JSON snapshot (owned, or from blob/list) */
+	size_t len;
+	struct cache_blob *blob;
+	struct cache_list *list;
+	_Atomic(struct capture *) cap; /* dump: taken on first read; reads may race */
+	struct fs_handle *prev, *next; /* k->handles, under k->handles_lock */
+};
+
+
+/* The node a request is about. With nullpath_ok, operations on an open
+ * handle come without a path: a read waiting minutes for a dump must not
+ * hold libfuse's path lock, or an rm of that file would wait as long. */
+static int node_of(struct kudufs *k, const char *path, struct fuse_file_info *fi,
+		   struct fs_node *n)
+{
+	if (!path) {
+		const struct fs_handle *h = fi ? (const struct fs_handle *)(uintptr_t)fi->fh : NULL;
+
+		if (!h)
+			return -EBADF;
+		*n = h->node;
+		return 0;
+	}
+	return fs_parse_path(k, path, n);
+}
+
 static int find_app(const struct kudufs *k, const char *name, size_t len, size_t *app)
 {
 	for (size_t i = 0; i < k->cfg->napps; i++) {
@@ -150,9 +180,8 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 {
 	struct kudufs *k = fs_self();
 	struct fs_node n;
-	int rc = fs_parse_path(k, path, &n);
+	int rc = node_of(k, path, fi, &n);
 
-	(void)fi;
 	if (rc < 0)
 		return rc;
 	switch (n.kind) {
@@ -223,10 +252,9 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 {
 	struct kudufs *k = fs_self();
 	struct fs_node n;
-	int rc = fs_parse_path(k, path, &n);
+	int rc = node_of(k, path, fi, &n);
 
 	(void)off;
-	(void)fi;
 	(void)flags;
 	if (rc < 0)
 		return rc;
@@ -287,16 +315,17 @@ static int reader_should_stop(void)
 	return fuse_interrupted() || (ctx && ctx->fuse && fuse_session_exited(fuse_get_session(ctx->fuse)));
 }
 
-/* What an open file handle holds. */
-struct fs_handle {
-	enum fs_node_kind kind;
-	struct fs_node node;
-	char *data;                 /* JSON snapshot (owned, or from blob/list) */
-	size_t len;
-	struct cache_blob *blob;
-	struct cache_list *list;
-	struct capture *cap;        /* dump: taken on first read */
-};
+
+static void handle_register(struct kudufs *k, struct fs_handle *h, struct fuse_file_info *fi)
+{
+	pthread_mutex_lock(&k->handles_lock);
+	h->next = k->handles;
+	if (h->next)
+		h->next->prev = h;
+	k->handles = h;
+	pthread_mutex_unlock(&k->handles_lock);
+	fi->fh = (uint64_t)(uintptr_t)h;
+}
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
@@ -350,7 +379,27 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		free(h);
 		return rc;
 	}
-	fi->fh = (uint64_t)(uintptr_t)h;
+	handle_register(k, h, fi);
+	return 0;
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct kudufs *k = fs_self();
+	struct fs_handle *h;
+	struct fs_node n;
+	int rc = fs_parse_path(k, path, &n);
+
+	if (rc < 0)
+		return rc;
+	if (n.kind != FS_ROOT && n.kind != FS_META_DIR && n.kind != FS_APP && n.kind != FS_PROC_DIR)
+		return -ENOTDIR;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->kind = n.kind;
+	h->node = n;
+	handle_register(k, h, fi);
 	return 0;
 }
 
@@ -363,14 +412,22 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 
 	(void)path;
 	if (h->kind == FS_DUMP) {
-		if (!h->cap) {
+		struct capture *cap = atomic_load(&h->cap);
+
+		if (!cap) {
+			struct capture *none = NULL;
+
 			rc = cache_capture_acquire(k->cache, h->node.app, h->node.pid, h->node.dump,
-						   &h->cap);
+						   &cap);
 			if (rc < 0)
 				return rc;
+			/* two first reads on one handle (threads, AIO): one reference stays */
+			if (!atomic_compare_exchange_strong(&h->cap, &none, cap)) {
+				cache_capture_release(k->cache, cap);
+				cap = none;
+			}
 		}
-		ssize_t r = cache_capture_read(k->cache, h->cap, buf, size, off, reader_should_stop);
-		return (int)r;
+		return (int)cache_capture_read(k->cache, cap, buf, size, off, reader_should_stop);
 	}
 	if (off < 0 || (size_t)off >= h->len)
 		return 0;
@@ -378,6 +435,19 @@ static int op_read(const char *path, char *buf, size_t size, off_t off,
 		size = h->len - (size_t)off;
 	memcpy(buf, h->data + off, size);
 	return (int)size;
+}
+
+static void handle_free(struct kudufs *k, struct fs_handle *h)
+{
+	struct capture *cap = atomic_load(&h->cap);
+
+	if (cap)
+		cache_capture_release(k->cache, cap);
+	if (h->kind == FS_STATUS)
+		free(h->data);
+	cache_blob_put(h->blob);
+	cache_list_put(h->list);
+	free(h);
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
@@ -388,14 +458,29 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (!h)
 		return 0;
-	if (h->cap)
-		cache_capture_release(k->cache, h->cap);
-	if (h->kind == FS_STATUS)
-		free(h->data);
-	cache_blob_put(h->blob);
-	cache_list_put(h->list);
-	free(h);
+	pthread_mutex_lock(&k->handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		k->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&k->handles_lock);
+	handle_free(k, h);
 	return 0;
+}
+
+void fs_release_handles(struct kudufs *k)
+{
+	/* the loop has ended: no operation runs, the lock is for form only */
+	pthread_mutex_lock(&k->handles_lock);
+	while (k->handles) {
+		struct fs_handle *h = k->handles;
+
+		k->handles = h->next;
+		handle_free(k, h);
+	}
+	pthread_mutex_unlock(&k->handles_lock);
 }
 
 static int op_unlink(const char *path)
@@ -488,7 +573,7 @@ static int op_statfs(const char *path, struct statvfs *sv)
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	/* No splice: measured 3.5x slower than pread + copy for 1 MiB replies
-	 * from a page-cached spool file on this kernel (see docs/performance.md). */
+	 * from a page-cached spool file on this kernel (README, Performance). */
 	(void)conn;
 	cfg->entry_timeout = 1;
 	cfg->attr_timeout = 1;
@@ -497,6 +582,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* rm of an open dump file must reach op_unlink (to drop or refuse the
 	 * capture), not become a rename to .fuse_hidden, which is EROFS here */
 	cfg->hard_remove = 1;
+	cfg->nullpath_ok = 1;
 	return fuse_get_context()->private_data;
 }
 
@@ -527,7 +613,9 @@ const struct fuse_operations fs_operations = {
 	.init = op_init,
 	.getattr = op_getattr,
 	.readlink = op_readlink,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.releasedir = op_release,
 	.open = op_open,
 	.read = op_read,
 	.release = op_release,

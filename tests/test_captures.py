@@ -350,6 +350,37 @@ def test_three_processes_of_one_app_dump_one_at_a_time(make_emulator, mount):
     assert "queued" in seen, "the waiting captures should show state queued: %s" % seen
 
 
+def test_queued_dump_whose_last_reader_left_is_never_requested(make_emulator, mount):
+    """A dump pauses the process: one nobody waits for any more leaves the queue."""
+    emu = make_emulator({"sites": {"demo": {"dump_delay": 3}}})
+    m = mount({"demo": emu.url("demo")})
+    d = os.path.join(m.path, "demo")
+    emu.reset()
+    first = subprocess.Popen(["cat", os.path.join(d, "w3wp-4292", "minidump.dmp")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = None
+    try:
+        time.sleep(0.5)
+        queued = os.path.join(d, "dotnet-5012", "minidump.dmp")
+        second = subprocess.Popen(["cat", queued], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        assert xattr(queued, "state") == "queued"
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=5) != 0
+        time.sleep(0.3)
+        assert xattr(queued, "state") == "idle"
+        r = run(["rm", queued])
+        assert r.returncode == 0, r.stderr
+        assert first.wait(timeout=30) == 0, first.stderr.read()
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    time.sleep(1)
+    assert emu.stats()["sites"]["demo"]["dump"] == 1, "only the dump somebody still reads is taken"
+
+
 # --------------------------------------------------------------------------- faults
 
 FAULTS = [
@@ -365,6 +396,9 @@ FAULTS = [
     ("404", {"kind": "status", "status": 404, "message": "Process with an Id of 4292 is not running."},
      (), errno.ENOENT, "No such file or directory", ""),
     ("401", {"kind": "status", "status": 401}, (), errno.EACCES, "Permission denied", ""),
+    # a 200 with no body (a proxy's, not Kudu's) is no dump
+    ("empty-200", {"kind": "status", "status": 200, "body": "", "content_type": "application/octet-stream"},
+     (), errno.EIO, "Input/output error", "empty response body"),
 ]
 
 
@@ -509,7 +543,8 @@ def test_rm_while_fetching_is_ebusy_and_keeps_the_capture(make_emulator, mount, 
     mini = os.path.join(m.path, "demo", "w3wp-4292", "minidump.dmp")
     want = emu.digest("demo", 4292, 1)
     emu.reset()
-    emu.add_fault(route="dump", kind="stall", after_bytes=2 * MiB, seconds=2, count=1)
+    # long enough for both rm attempts below even under ASan (2 s was not)
+    emu.add_fault(route="dump", kind="stall", after_bytes=2 * MiB, seconds=5, count=1)
     # no reader left: head got its 10 bytes and closed the file, the capture goes on
     r = sh("head -c 10 %s | od -An -c" % mini)
     assert r.returncode == 0 and "M   D   M   P" in r.stdout
@@ -521,8 +556,11 @@ def test_rm_while_fetching_is_ebusy_and_keeps_the_capture(make_emulator, mount, 
     try:
         time.sleep(0.3)
         assert reader.poll() is None and xattr(mini, "state") == "fetching"
+        t0 = time.monotonic()
         r = run(["rm", mini])
         assert r.returncode != 0 and "Device or resource busy" in r.stderr, r.stderr
+        # the reader is stalled in a read: rm must not wait for it (nullpath_ok)
+        assert time.monotonic() - t0 < 1.0, "rm waited %.1f s" % (time.monotonic() - t0)
         assert reader.wait(timeout=30) == 0, reader.stderr.read()
     finally:
         if reader.poll() is None:
