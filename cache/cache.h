@@ -48,6 +48,9 @@ enum cache_role { CACHE_ROLE_SITE, CACHE_ROLE_SCM };
 int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
 	      char *err, size_t errlen);
 void cache_free(struct cache *c);
+/* Resolve the default cache_dir and create it private (0700), so that a bad
+ * one is reported before the daemon detaches from the terminal. */
+int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen);
 
 /* ---- metadata (cache/meta.c) ---- */
 int cache_get_list(struct cache *c, size_t app, struct cache_list **out);

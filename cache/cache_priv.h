@@ -48,6 +48,7 @@ struct cache {
 	uint64_t stat_captures, stat_failures;
 };
 
+int cache_capture_init(struct cache *c, char *err, size_t errlen);
 void cache_capture_free_all(struct cache *c);
 void cache_meta_free_all(struct cache *c);
 

@@ -151,11 +151,8 @@ static void remove_stale_spools(const char *cache_dir)
 	closedir(d);
 }
 
-int cache_capture_init(struct cache *c, char *err, size_t errlen)
+int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen)
 {
-	struct kudu_config *cfg = c->cfg;
-	int rc;
-
 	if (!cfg->cache_dir) {
 		const char *xdg = getenv("XDG_CACHE_HOME");
 		const char *home = getenv("HOME");
@@ -167,7 +164,14 @@ int cache_capture_init(struct cache *c, char *err, size_t errlen)
 			return -ENOMEM;
 		}
 	}
-	rc = mkdir_parents(cfg->cache_dir, err, errlen);
+	return mkdir_parents(cfg->cache_dir, err, errlen);
+}
+
+int cache_capture_init(struct cache *c, char *err, size_t errlen)
+{
+	struct kudu_config *cfg = c->cfg;
+	int rc = cache_prepare_dir(cfg, err, errlen);
+
 	if (rc < 0)
 		return rc;
 	remove_stale_spools(cfg->cache_dir);

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <strings.h>
 
-int cache_capture_init(struct cache *c, char *err, size_t errlen);
 
 int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
 	      char *err, size_t errlen)
@@ -152,6 +151,11 @@ static struct cache_list *list_parse(char *body, size_t len, char *err, size_t e
 		if (props && json_is_object(props))
 			it = props;
 		id = json_object_get(it, "id");
+		/* dotnet-monitor's items (KuduLite proxies them) say pid, ARM's identifier */
+		if (!json_is_integer(id))
+			id = json_object_get(it, "pid");
+		if (!json_is_integer(id))
+			id = json_object_get(it, "identifier");
 		name = json_object_get(it, "name");
 		if (!json_is_integer(id) || !json_is_string(name))
 			continue;
@@ -219,6 +223,8 @@ const struct cache_proc *cache_list_find_dir(const struct cache_list *l, const c
 	return (p && !strcmp(p->dirname, dirname)) ? p : NULL;
 }
 
+static void details_prune_locked(struct app_meta *m, const struct cache_list *l);
+
 int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 {
 	struct app_meta *m = &c->meta[app];
@@ -271,6 +277,7 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	pthread_mutex_lock(&c->meta_lock);
 	m->list_inflight = false;
 	if (l) {
+		details_prune_locked(m, l);
 		cache_list_put(m->list);
 		m->list = l;
 		m->list_at = kudu_now();
@@ -306,6 +313,27 @@ static struct detail_entry *detail_lookup(struct app_meta *m, int pid, bool crea
 	e->next = m->details[b];
 	m->details[b] = e;
 	return e;
+}
+
+/* Workers come and go (php-cgi, node, WebJobs): details of processes no
+ * longer listed would pile up for the life of the mount. */
+static void details_prune_locked(struct app_meta *m, const struct cache_list *l)
+{
+	for (size_t b = 0; b < DETAIL_BUCKETS; b++) {
+		struct detail_entry **pp = &m->details[b];
+
+		while (*pp) {
+			struct detail_entry *e = *pp;
+
+			if (e->inflight || cache_list_find_pid(l, e->pid)) {
+				pp = &e->next;
+				continue;
+			}
+			*pp = e->next;
+			cache_blob_put(e->blob);
+			free(e);
+		}
+	}
 }
 
 static bool detail_fresh(const struct cache *c, const struct detail_entry *e, double now)
@@ -540,6 +568,8 @@ int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dir
 
 	if (rc < 0)
 		return rc;
+	int ferr = 0; /* a details error that is not "gone": never report it as ENOENT */
+
 	rc = -ENOENT;
 	for (size_t k = 0; k < 2 && rc == -ENOENT; k++) {
 		size_t ncand = 0;
@@ -555,8 +585,13 @@ int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dir
 
 			if (strcasecmp(l->procs[i].name, kinds[k]))
 				continue;
-			if (cache_get_details(c, app, l->procs[i].pid, &b) < 0)
+			int e = cache_get_details(c, app, l->procs[i].pid, &b);
+
+			if (e < 0) {
+				if (e != -ENOENT && !ferr)
+					ferr = e;
 				continue;
+			}
 			if (b->is_scm == (role == CACHE_ROLE_SCM)) {
 				snprintf(dirname, len, "%s", l->procs[i].dirname);
 				rc = 0;
@@ -568,5 +603,5 @@ int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dir
 		break; /* w3wp present: do not fall back to dotnet */
 	}
 	cache_list_put(l);
-	return rc;
+	return rc == -ENOENT && ferr ? ferr : rc;
 }

@@ -391,6 +391,10 @@ int main(int argc, char *argv[])
 	k.gid = getgid();
 	fuse_opt_add_arg(&args, "-o");
 	fuse_opt_add_arg(&args, "default_permissions,fsname=kudufs,subtype=kudufs");
+	if (cache_prepare_dir(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kudufs: %s\n", err);
+		goto out_curl;
+	}
 	if (!realpath(o.mountpoint, mnt_abs)) {
 		fprintf(stderr, "kudufs: %s: %s\n", o.mountpoint, strerror(errno));
 		goto out_curl;

@@ -236,6 +236,22 @@ def test_sigterm_with_a_reader_waiting_ends_the_mount(make_emulator, tmp_path):
         unmount(mnt, proc)
 
 
+def test_bad_cache_dir_is_reported_before_daemonizing(emulator, tmp_path):
+    """Without -f the daemon detaches: a cache_dir it cannot create must fail first, visibly."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "afile").write_text("x")
+    cfg = make_config(tmp_path, emulator)
+    r = run(["--config", str(cfg), "-o", f"cache_dir={tmp_path}/afile/cache", str(mnt)],
+            env={"HOME": str(tmp_path)})
+    try:
+        assert r.returncode == 1, r.stderr
+        assert "cache_dir" in r.stderr and "afile" in r.stderr, r.stderr
+        assert not os.path.ismount(mnt)
+    finally:
+        unmount(mnt)
+
+
 def test_mount_fuse3_fstab_style(emulator, tmp_path):
     """The fstab line `kudufs#demo /mnt/kudu fuse3 config=...` goes through mount.fuse3."""
     helper = shutil.which("mount.fuse3") or "/sbin/mount.fuse3"

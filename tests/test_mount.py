@@ -391,6 +391,28 @@ def test_details_fault_errno_at_cat_then_recovers(faulty, fault, err, msg):
     assert r and r.stdout == "dotnet\n", "details.json did not recover after the fault was cleared"
 
 
+def test_role_link_details_error_is_not_enoent(faulty):
+    """site/scm are found through details: a server error there is EIO, never 'no such file'."""
+    emu, m = faulty
+    site = os.path.join(m.path, "demo", "site")
+    emu.add_fault(route="details", site="demo", kind="status", status=500)
+    assert os_errno(os.readlink, site) == errno.EIO
+    emu.clear_faults()
+    assert os.readlink(site) == "w3wp-4292"
+
+
+def test_list_items_with_pid_or_identifier_instead_of_id(faulty):
+    """dotnet-monitor's process items (KuduLite proxies them) carry pid, ARM's identifier."""
+    emu, m = faulty
+    body = json.dumps([{"pid": 77, "name": "dotnet", "uid": "x"},
+                       {"identifier": 78, "name": "w3wp"}, {"name": "no-id"}])
+    emu.add_fault(route="list", site="demo", kind="status", status=200, body=body,
+                  content_type="application/json")
+    r = run(["ls", os.path.join(m.path, "demo")])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["dotnet-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
+
+
 def test_404_pid_is_enoent_and_vanished_process_leaves_the_list(make_emulator, mount):
     emu = make_emulator()
     # the list stays cached, details are asked for on every open
