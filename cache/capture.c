@@ -42,6 +42,7 @@ struct capture {
 	char filename[256];
 	char url[1024];
 	uint64_t wake_at;           /* lowest byte count a waiting reader needs */
+	enum { AUTH_FRESH, AUTH_REFRESHING, AUTH_RETRIED } auth; /* bearer token re-run after a 401 */
 	double started, finished, last_used;
 	time_t started_wall;
 	pthread_cond_t cond;        /* bytes, state changed */
@@ -451,10 +452,81 @@ void cache_capture_release(struct cache *c, struct capture *cap)
 	pthread_mutex_unlock(&c->cap_lock);
 }
 
+/* Start an idle capture, or queue it behind the app's running dump.
+ * Drops and retakes cap_lock to submit. */
+static void begin_locked(struct cache *c, struct capture *cap)
+{
+	struct app_dumps *d = &c->dumps[cap->app];
+	struct capture *submit = NULL;
+
+	if (cap->state != CAP_IDLE)
+		return;
+	if (!d->active) {
+		start_locked(c, cap, &submit);
+	} else {
+		cap->state = CAP_QUEUED;
+		if (d->q_tail)
+			d->q_tail->qnext = cap;
+		else
+			d->q_head = cap;
+		d->q_tail = cap;
+	}
+	if (submit) {
+		pthread_mutex_unlock(&c->cap_lock);
+		kudu_client_submit(c->client, &submit->req);
+		pthread_mutex_lock(&c->cap_lock);
+	}
+}
+
+/* A 401 on a dump of a token_command app: the token has likely expired
+ * (AAD tokens live about an hour). Re-run the command once and take the
+ * dump again. Runs in a reader's thread, never the transfer thread, since
+ * the command may take seconds. Returns true when the caller should look
+ * at the capture again. */
+static bool retry_auth_locked(struct cache *c, struct capture *cap)
+{
+	struct kudu_app *app = c->cfg->apps[cap->app];
+	char err[KUDU_ERRLEN];
+	int rc;
+
+	if (app->cred != KUDU_CRED_TOKEN || !cap->in_table || cap->auth == AUTH_RETRIED)
+		return false;
+	if (cap->auth == AUTH_REFRESHING) {
+		/* another reader is re-running the command: wait for its outcome */
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&cap->cond, &c->cap_lock, &ts);
+		return true;
+	}
+	cap->auth = AUTH_REFRESHING;
+	pthread_mutex_unlock(&c->cap_lock);
+	rc = kudu_app_refresh_token(app, err, sizeof(err));
+	pthread_mutex_lock(&c->cap_lock);
+	cap->auth = AUTH_RETRIED;
+	if (rc == 0 && cap->state == CAP_FAILED && cap->in_table) {
+		/* a 401 comes before any body byte: no reader holds this fd
+		 * for a pread, so closing it here is safe */
+		if (cap->fd >= 0)
+			close(cap->fd);
+		cap->fd = -1;
+		cap->bytes = 0;
+		cap->length = -1;
+		cap->err = 0;
+		cap->errmsg[0] = '\0';
+		cap->state = CAP_IDLE;
+		begin_locked(c, cap);
+	} else if (rc < 0) {
+		snprintf(cap->errmsg, sizeof(cap->errmsg), "%s", err);
+	}
+	pthread_cond_broadcast(&cap->cond);
+	return true;
+}
+
 ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, off_t off,
 			   cache_interrupted_fn interrupted, int *fd)
 {
-	struct capture *submit = NULL;
 	uint64_t want = (uint64_t)off + size;
 	ssize_t n;
 
@@ -464,26 +536,10 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 		pthread_mutex_unlock(&c->cap_lock);
 		return -ENOENT;
 	}
-	if (cap->state == CAP_IDLE) {
-		struct app_dumps *d = &c->dumps[cap->app];
-
-		if (!d->active) {
-			start_locked(c, cap, &submit);
-		} else {
-			cap->state = CAP_QUEUED;
-			if (d->q_tail)
-				d->q_tail->qnext = cap;
-			else
-				d->q_head = cap;
-			d->q_tail = cap;
-		}
-	}
-	if (submit) {
-		pthread_mutex_unlock(&c->cap_lock);
-		kudu_client_submit(c->client, &submit->req);
-		pthread_mutex_lock(&c->cap_lock);
-	}
+	begin_locked(c, cap);
 	for (;;) {
+		if (cap->state == CAP_FAILED && cap->err == -EACCES && retry_auth_locked(c, cap))
+			continue;
 		if (cap->state == CAP_FAILED) {
 			n = cap->err;
 			break;

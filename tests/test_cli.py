@@ -330,3 +330,34 @@ if [ $n -le 1 ]; then echo stale-token; else echo tok-abc-123; fi
     assert re.fullmatch(r"demo: OK \d+ processes\n", p.stdout)
     assert counter.read_text().strip() == "2", "token_command re-run once after the 401"
     assert "tok-abc-123" not in p.stdout + p.stderr
+
+
+def test_token_command_rerun_when_a_dump_gets_401(make_emulator, tmp_path):
+    """An expired bearer token shows first on a dump (minutes after the mount's
+    list): the command is re-run once and the dump taken again."""
+    emu = make_emulator(token="tok-abc-123")
+    counter = tmp_path / "n"
+    script = write_private(tmp_path / "tok.sh", f"""#!/bin/sh
+n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}
+echo tok-abc-123
+""")
+    script.chmod(0o700)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cfg = write_private(tmp_path / "config", f"[kudufs]\ncache_dir = {tmp_path}/cache\n"
+                        f"[app demo]\nurl = {emu.url('demo')}\ntoken_command = {script}\n")
+    proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), str(mnt)],
+                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        wait_mounted(mnt, proc)
+        before = int(counter.read_text())
+        emu.reset()
+        emu.add_fault(route="dump", site="demo", kind="status", status=401, count=1)
+        r = subprocess.run(["sha256sum"], stdin=open(mnt / "demo" / "w3wp-4292" / "minidump.dmp", "rb"),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[0] == emu.digest("demo", 4292, 1)["sha256"]
+        assert int(counter.read_text()) == before + 1, "token_command re-run once"
+        assert emu.stats()["sites"]["demo"]["dump"] == 2, "the 401'd dump and the retry"
+    finally:
+        unmount(mnt, proc)
