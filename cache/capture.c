@@ -307,6 +307,13 @@ static void on_done(struct kudu_request *req)
 		snprintf(req->errmsg, sizeof(req->errmsg), "%.400s: empty response body (HTTP 200)",
 			 cap->url);
 	}
+	if (req->err == 0 && req->status == 200 &&
+	    (!strncmp(req->content_type, "text/", 5) || !strcmp(req->content_type, "application/json"))) {
+		/* a sign-in page or a proxy's error page, answered with 200 */
+		req->err = -EIO;
+		snprintf(req->errmsg, sizeof(req->errmsg), "%.300s: not a dump (Content-Type %.100s)",
+			 cap->url, req->content_type);
+	}
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
 		cap->length = (int64_t)cap->bytes;

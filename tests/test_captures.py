@@ -399,6 +399,9 @@ FAULTS = [
     # a 200 with no body (a proxy's, not Kudu's) is no dump
     ("empty-200", {"kind": "status", "status": 200, "body": "", "content_type": "application/octet-stream"},
      (), errno.EIO, "Input/output error", "empty response body"),
+    ("html-200", {"kind": "status", "status": 200, "body": "<html><body>Sign in</body></html>",
+                  "content_type": "text/html; charset=utf-8"},
+     (), errno.EIO, "Input/output error", "not a dump (Content-Type text/html)"),
 ]
 
 
