@@ -65,6 +65,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("connect_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("first_byte_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("stall_timeout=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("meta_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("max_conns=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("prefetch_max=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
@@ -92,6 +93,7 @@ static void usage(FILE *out, const char *prog)
 "  -o config=FILE  cache_dir=DIR  cache_max=SIZE (20G)  dump_ttl=SECS (600)\n"
 "     list_ttl=SECS (10)  detail_ttl=SECS (30)  negative_ttl=SECS (2)\n"
 "     connect_timeout=SECS (30)  first_byte_timeout=SECS (900)  stall_timeout=SECS (60)\n"
+"     meta_timeout=SECS (60, each list/details request)\n"
 "     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE,\n"
 "     plus the usual FUSE mount options\n"
 "\n"

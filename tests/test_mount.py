@@ -413,6 +413,15 @@ def test_list_items_with_pid_or_identifier_instead_of_id(faulty):
     assert r.stdout.split() == ["dotnet-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
 
 
+def test_meta_timeout_option_bounds_a_hung_list(make_emulator, mount):
+    emu = make_emulator()
+    m = mount({"demo": emu.url("demo")}, opts=("meta_timeout=1", "list_ttl=0", "negative_ttl=0"))
+    emu.add_fault(route="list", site="demo", kind="latency", seconds=4)
+    t0 = time.monotonic()
+    assert os_errno(os.listdir, os.path.join(m.path, "demo")) == errno.ETIMEDOUT
+    assert time.monotonic() - t0 < 3.5
+
+
 def test_404_pid_is_enoent_and_vanished_process_leaves_the_list(make_emulator, mount):
     emu = make_emulator()
     # the list stays cached, details are asked for on every open
