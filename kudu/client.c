@@ -42,6 +42,14 @@ struct kudu_client {
 	struct kudu_request *waiting_head, *waiting_tail;
 	struct kudu_request *active;
 	unsigned active_json;
+
+	/* One cookie jar per app, parallel to cfg->apps: App Service's ARR pins a
+	 * scaled-out app's requests to one instance by the ARRAffinity cookie,
+	 * and process ids are per instance. Every easy handle is set up, run
+	 * and cleaned up on the transfer thread, so the shares need no lock
+	 * callbacks. */
+	CURLSH **shares;
+	bool *seeded;           /* the app's configured instance is in its jar */
 };
 
 struct xfer {
@@ -284,6 +292,45 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 
 /* ---- request lifecycle (transfer thread) ------------------------------- */
 
+/* "HOST\tFALSE\t/\tFALSE\t0\tARRAffinity\tID": a host-only session cookie for
+ * the app's host, path "/", in the Netscape format, the form ARR's own
+ * Set-Cookie (no Domain, Path=/) takes in the jar; so a later Set-Cookie from
+ * ARR replaces it instead of adding a second ARRAffinity. */
+static int client_seed_instance(CURL *e, const struct kudu_app *app)
+{
+	CURLU *u = curl_url();
+	char *host = NULL, *line = NULL;
+	int rc = -EINVAL;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, app->url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    asprintf(&line, "%s\tFALSE\t/\tFALSE\t0\tARRAffinity\t%s", host, app->instance) >= 0)
+		rc = curl_easy_setopt(e, CURLOPT_COOKIELIST, line) == CURLE_OK ? 0 : -ENOMEM;
+	free(line);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* The app's cookie jar on this easy handle (cookie engine on). */
+static void client_use_jar(struct kudu_client *c, CURL *e, const struct kudu_app *app)
+{
+	for (size_t i = 0; i < c->cfg->napps; i++) {
+		if (c->cfg->apps[i] != app)
+			continue;
+		if (c->shares[i])
+			curl_easy_setopt(e, CURLOPT_SHARE, c->shares[i]);
+		curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+		if (app->instance && !c->seeded[i])
+			c->seeded[i] = client_seed_instance(e, app) == 0;
+		return;
+	}
+	/* an app outside the config: its own cookies only for this request */
+	curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+}
+
 static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 {
 	const struct kudu_config *cfg = c->cfg;
@@ -323,6 +370,7 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	}
 	if (cfg->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+	client_use_jar(c, e, app);
 
 	switch (app->cred) {
 	case KUDU_CRED_BASIC:
@@ -728,6 +776,19 @@ static void *transfer_main(void *arg)
 	return NULL;
 }
 
+/* After every easy handle is gone: a share still in use cannot be freed. */
+static void client_free_shares(struct kudu_client *c)
+{
+	if (c->shares)
+		for (size_t i = 0; i < c->cfg->napps; i++)
+			if (c->shares[i])
+				curl_share_cleanup(c->shares[i]);
+	free(c->shares);
+	free(c->seeded);
+	c->shares = NULL;
+	c->seeded = NULL;
+}
+
 int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
 {
 	struct kudu_client *c = calloc(1, sizeof(*c));
@@ -742,9 +803,28 @@ int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
 		return -ENOMEM;
 	}
 	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_conns + 2 * cfg->napps + 4));
+	c->shares = calloc(cfg->napps ? cfg->napps : 1, sizeof(*c->shares));
+	c->seeded = calloc(cfg->napps ? cfg->napps : 1, sizeof(*c->seeded));
+	if (!c->shares || !c->seeded) {
+		client_free_shares(c);
+		curl_multi_cleanup(c->multi);
+		free(c);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->napps; i++) {
+		c->shares[i] = curl_share_init();
+		if (!c->shares[i] ||
+		    curl_share_setopt(c->shares[i], CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
+			client_free_shares(c);
+			curl_multi_cleanup(c->multi);
+			free(c);
+			return -ENOMEM;
+		}
+	}
 	pthread_mutex_init(&c->lock, NULL);
 	rc = pthread_create(&c->thread, NULL, transfer_main, c);
 	if (rc) {
+		client_free_shares(c);
 		curl_multi_cleanup(c->multi);
 		pthread_mutex_destroy(&c->lock);
 		free(c);
@@ -764,6 +844,7 @@ void kudu_client_free(struct kudu_client *c)
 	curl_multi_wakeup(c->multi);
 	pthread_join(c->thread, NULL);
 	curl_multi_cleanup(c->multi);
+	client_free_shares(c); /* the transfer thread has cleaned up every easy handle */
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }

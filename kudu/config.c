@@ -59,6 +59,7 @@ static void app_free(struct kudu_app *app)
 	free(app->password_command);
 	free(app->token_command);
 	free(app->netrc_file);
+	free(app->instance);
 	if (app->password) {
 		explicit_bzero(app->password, strlen(app->password));
 		free(app->password);
@@ -312,6 +313,22 @@ static int set_url(struct kudu_app *app, const char *url, char *err, size_t errl
 	return 0;
 }
 
+/* An App Service instance id (ARRAffinity value, 64 hex digits from
+ * `az webapp list-instances`); it goes into a cookie, so no ';', ',' or spaces. */
+static int set_instance(struct kudu_app *app, const char *value, char *err, size_t errlen)
+{
+	size_t n = strlen(value);
+
+	if (n == 0 || n > 128 || strspn(value, "0123456789abcdefABCDEF"
+					   "ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ-_.") != n) {
+		set_err(err, errlen,
+			"instance of [app %s] must be an instance id (letters, digits, '-', '_', '.'; e.g. from az webapp list-instances)",
+			app->name);
+		return -EINVAL;
+	}
+	return replace_str(&app->instance, value, false);
+}
+
 struct ini_ctx {
 	struct kudu_config *cfg;
 	char msg[KUDU_ERRLEN];
@@ -399,6 +416,8 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 			rc = replace_str(&app->token_command, value, false);
 		else if (!strcmp(name, "netrc_file"))
 			rc = replace_str(&app->netrc_file, value, true);
+		else if (!strcmp(name, "instance"))
+			rc = set_instance(app, value, err, sizeof(err));
 		else if (!strcmp(name, "password")) {
 			snprintf(err, sizeof(err),
 				 "'password' is not allowed in the config; use password_file (mode 0600) or password_command");

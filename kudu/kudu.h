@@ -34,6 +34,7 @@ struct kudu_app {
 	char *password_command;
 	char *token_command;
 	char *netrc_file;       /* NULL: libcurl's default ~/.netrc */
+	char *instance;         /* ARRAffinity cookie sent from the first request, NULL: ARR picks */
 	int section_line;       /* line of [app NAME] in the config, 0 if none */
 
 	enum kudu_cred_kind cred;

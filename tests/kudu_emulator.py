@@ -38,6 +38,10 @@ A client that gives up during the "writing" phase does not free the site (Kudu's
 MiniDumpWriteDump goes on): a new dump in that window conflicts. "release_on_disconnect":
 true on a site frees it as soon as the waiting client disconnects.
 
+ARR's instance pinning: API responses carry "Set-Cookie: ARRAffinity=<site instance>;Path=/;HttpOnly"
+unless the request already sent that cookie; stats()["sites"][S]["affinity"] lists, per counted
+request in arrival order, [route, ARRAffinity value received or null] (the last 1000).
+
 "gzip_json": true (top level) gzips JSON responses for clients that send Accept-Encoding: gzip,
 with Content-Length the compressed size, as IIS's dynamic compression does.
 
@@ -420,7 +424,7 @@ class State:
         s = self.site_stats.get(name)
         if s is None:
             s = {"list": 0, "details": 0, "dump": 0, "other": 0, "dump_peak": 0,
-                 "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0}
+                 "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0, "affinity": []}
             self.site_stats[name] = s
         return s
 
@@ -430,6 +434,7 @@ class State:
             for n in list(self.sites) + [n for n in self.site_stats if n not in self.sites]:
                 s = dict(self.sstat(n))
                 s["dumps_by_key"] = dict(s["dumps_by_key"])
+                s["affinity"] = [list(a) for a in s["affinity"]]
                 sites[n] = s
             return {"requests": dict(self.requests), "sites": sites, "peak_concurrent": self.peak,
                     "current": self.current, "dump_conflicts": self.conflicts,
@@ -515,6 +520,13 @@ class Handler(BaseHTTPRequestHandler):
     finish_hook = None
     server_version = "Microsoft-IIS/10.0"
     sys_version = ""
+
+    set_cookie = None
+
+    def send_response(self, code, message=None):
+        super().send_response(code, message)
+        if self.set_cookie:
+            self.send_header("Set-Cookie", self.set_cookie)
 
     def version_string(self):
         return self.server_version
@@ -658,6 +670,7 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("PUT")
 
     def dispatch(self, method):
+        self.set_cookie = None
         try:
             u = urlsplit(self.path)
             self.query = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
@@ -789,6 +802,10 @@ class Handler(BaseHTTPRequestHandler):
         del body
         parsed = self.parse_api_path(path)
         site = parsed[0] if parsed else st.first_site()
+        # ARR, in front of Kudu (and of its auth), pins by the ARRAffinity cookie
+        affinity = arr_affinity(self.headers.get("Cookie"))
+        if site is not None and affinity != site.instance:
+            self.set_cookie = "ARRAffinity=%s;Path=/;HttpOnly" % site.instance
         if not self.authorized(site):
             with st.lock:
                 st.unauthorized += 1
@@ -820,6 +837,8 @@ class Handler(BaseHTTPRequestHandler):
             st.requests[route] += 1
             ss = st.sstat(site.name) if site else st.sstat("?")
             ss[route] += 1
+            ss["affinity"].append([route, affinity])
+            del ss["affinity"][:-1000]
             st.current += 1
             st.peak = max(st.peak, st.current)
             if route == "dump":
@@ -1039,6 +1058,15 @@ class Handler(BaseHTTPRequestHandler):
                     out.write(p)
             release()
         self.raw_write(b"0\r\n\r\n")
+
+
+def arr_affinity(cookie_header):
+    """The ARRAffinity value of a Cookie header, or None."""
+    for part in (cookie_header or "").split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == "ARRAffinity":
+            return v
+    return None
 
 
 def header_filename(name):

@@ -169,6 +169,41 @@ def test_hung_list_ends_at_meta_timeout_not_first_byte_timeout(emulator, tmp_pat
     assert r["ok"], r["line"]
 
 
+def _affinity(emu, site="demo"):
+    return counts(emu, site)["affinity"]
+
+
+def test_arr_affinity_cookie_is_kept_by_the_mount(emulator, mount):
+    """ARR pins a scaled-out app to one instance by the cookie it sets; process ids are per
+    instance, so every request after the first must carry it back."""
+    emulator.reset()
+    m = mount({"demo": emulator.url("demo")}, opts=["list_ttl=0", "detail_ttl=0"])
+    names = os.listdir(os.path.join(m.path, "demo"))
+    for n in names:
+        if os.path.isdir(os.path.join(m.path, "demo", n)):
+            with open(os.path.join(m.path, "demo", n, "details.json")) as f:
+                json.load(f)
+    os.listdir(os.path.join(m.path, "demo"))
+    inst = emulator.current_spec()["sites"]["demo"]["instance"]
+    got = _affinity(emulator)
+    assert len(got) >= 4, got
+    # the pre-mount check's client and the serving client each start without the cookie
+    assert got[0][1] is None, got
+    first = next(i for i, (_, v) in enumerate(got) if v is not None)
+    assert first <= 2 and all(v == inst for _, v in got[first:]), got
+    assert any(r == "list" for r, _ in got[first:]), "a later list carried it too"
+
+
+def test_configured_instance_is_sent_from_the_first_request(make_emulator, mount):
+    inst = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    emu = make_emulator({"sites": {"demo": {"instance": inst}}})
+    m = mount({"demo": {"url": emu.url("demo"), "instance": inst}}, opts=["list_ttl=0"])
+    os.listdir(os.path.join(m.path, "demo"))
+    os.listdir(os.path.join(m.path, "demo"))
+    got = _affinity(emu)
+    assert len(got) >= 3 and all(v == inst for _, v in got), got
+
+
 def test_connection_refused_is_eio(emulator):
     url = emulator.url("demo")
     emulator.stop()

@@ -390,6 +390,24 @@ static void test_config_bad(void)
 	}
 }
 
+/* instance = ID pins an app to one App Service instance (ARRAffinity cookie). */
+static void test_config_instance(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+
+	kudu_config_init(&cfg);
+	CHECK(kudu_config_load(&cfg, write_file("inst.conf",
+						"[app a]\ninstance = 0f1e2d3c4b5a\n[app b]\nurl = http://x\n", 0600),
+			       true, err, sizeof(err)) == 0, "%s", err);
+	CHECK(cfg.napps == 2 && cfg.apps[0]->instance && !strcmp(cfg.apps[0]->instance, "0f1e2d3c4b5a") &&
+	      !cfg.apps[1]->instance, "instance parsed, optional");
+	kudu_config_free(&cfg);
+	expect_load_error("inst2.conf", "[app a]\ninstance = ab; Path=/x\n", 0600,
+			  "inst2.conf:2: instance of [app a] must be an instance id");
+	expect_load_error("inst3.conf", "[kudufs]\ninstance = ab\n", 0600, "unknown option 'instance'");
+}
+
 /* A credential error found after parsing still names the [app] section's line. */
 static void test_section_line(void)
 {
@@ -554,6 +572,7 @@ int main(void)
 	test_config_good();
 	test_config_bad();
 	test_section_line();
+	test_config_instance();
 	test_password_file_perms();
 	test_credential_precedence();
 	test_relative_paths();
