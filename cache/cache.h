@@ -33,6 +33,7 @@ struct cache_list {
 	struct cache_proc *procs;
 	size_t nprocs;
 	int64_t *by_pid; /* pid << 32 | index into procs, sorted */
+	atomic_bool listed; /* set by fs/ once this snapshot was listed to the end */
 };
 
 /* Pretty-printed details.json, reference-counted. */
