@@ -340,6 +340,7 @@ def check_uploads(azurite, emu, container, stdout, expect, t0, t1, before=()):
     blobs = azurite.list_blobs(container)
     added = {n: b for n, b in blobs.items() if n not in before}
     names = {}
+    runs = set()
     for (app, pid), size in expect.items():
         m = got[(app, pid)]
         want = emu.digest(app, pid, 1)
@@ -363,6 +364,8 @@ def check_uploads(azurite, emu, container, stdout, expect, t0, t1, before=()):
         cap = datetime.datetime.strptime(meta["capturedat"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=datetime.timezone.utc)
         assert cap == stamp, meta
+        assert re.fullmatch(r"[0-9a-f]{16}", meta.get("kudufsrun", "")), meta
+        runs.add(meta["kudufsrun"])
         dname = name[:-len(".dmp")] + ".details.json"
         d = added.get(dname)
         assert d is not None and d["content_type"] == "application/json" and d["metadata"] == meta, (dname, d)
@@ -373,6 +376,7 @@ def check_uploads(azurite, emu, container, stdout, expect, t0, t1, before=()):
         names[(app, pid)] = name
     want_names = set(names.values()) | {n[:-len(".dmp")] + ".details.json" for n in names.values()}
     assert set(added) == want_names, "unexpected blobs: %s" % sorted(set(added) - want_names)
+    assert len(runs) == 1, runs
     return names
 
 
@@ -497,6 +501,55 @@ def test_one_dump_fails_others_upload_no_partial_blob(make_emulator, azurite, bl
     assert not [n for n in left if "7301" in n], sorted(left)
     assert len(left) == 4, sorted(left)
     assert dumps_taken(emu)[("beta", 7301, 1)] >= 1
+
+
+def test_ctrl_c_unmounts_and_removes_claimed_blobs(make_emulator, azurite, blob_env):
+    """Ctrl-C (SIGINT to the process group) while the private mount waits for Kudu to
+    write the dumps: kudufs-to-blob exits 130 within seconds, its mount, kudufs daemon
+    and azcopy are gone, and the blobs it had claimed are deleted."""
+    spec = two_app_spec()
+    for site in spec["sites"].values():
+        site["dump_delay"] = 60
+    emu = make_emulator(spec)
+    netrc_for(blob_env, emu)
+    azurite.create_container("cut")
+    proc = subprocess.Popen([TO_BLOB, "--app", "alpha=" + local_url(emu, "alpha"), "--app",
+                             "beta=" + local_url(emu, "beta"), "--container", "cut"],
+                            env=blob_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        def claimed():
+            assert proc.poll() is None, proc.communicate()
+            return len(azurite.list_blobs("cut")) == 6 and emu.stats()["sites"]["beta"]["dump"] >= 1
+        # all three jobs claimed their names (placeholder + details.json); both apps'
+        # first dump requested, Kudu is "writing" them
+        assert wait_for(claimed, 60), azurite.list_blobs("cut")
+        tree = _tree(proc.pid)
+        assert any((_status(p) or ("",))[0] == "kudufs" for p in tree), [_status(p) for p in tree]
+        t = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            ps = run(["ps", "-o", "pid,ppid,stat,wchan:32,etime,args", "--forest", "-g", str(proc.pid)])
+            pytest.fail("kudufs-to-blob still running 30 s after SIGINT:\n" + ps.stdout)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:  # the test failed: let it clean up, then kill
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    print("exit %d after %.1f s\n%s%s" % (proc.returncode, took, out, err))
+    assert proc.returncode == 130, (out, err)
+    assert took < 20
+    assert wait_for(lambda: not [p for p in tree if os.path.exists("/proc/%d" % p)], 10), \
+        [(p, _status(p)) for p in tree if os.path.exists("/proc/%d" % p)]
+    assert fuse_mounts_under(blob_env["TMPDIR"]) == []
+    assert azurite.list_blobs("cut", uncommitted=True) == {}
+    assert "OK " not in out
 
 
 def test_alert_file_selects_the_target_apps(make_emulator, mount, blob_env, tmp_path):
