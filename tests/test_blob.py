@@ -270,7 +270,8 @@ def az_config(tmp_path_factory, azurite):
 @pytest.fixture
 def blob_env(tmp_path, azurite, az_config, kudufs_bin):
     """Environment for kudufs-to-blob: private HOME and TMPDIR, the test's azcopy/kudufs,
-    the connection string of Azurite; after the test, no mount or work dir is left in TMPDIR."""
+    the connection string of Azurite; after the test, no mount or work dir may be left in
+    TMPDIR, and tmp_path is emptied."""
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     tmp = tmp_path / "tmp"
@@ -282,13 +283,20 @@ def blob_env(tmp_path, azurite, az_config, kudufs_bin):
                AZCOPY_LOG_LOCATION=str(tmp_path / "azcopy"), AZCOPY_JOB_PLAN_LOCATION=str(tmp_path / "azcopy"),
                AZCOPY_DISABLE_SYSLOG="true", KUDUFS=kudufs_bin, AZCOPY=AZCOPY,
                KUDUFS_TO_BLOB_LOCK=str(tmp_path / "to-blob.lock"))
-    yield env
-    left = fuse_mounts_under(tmp)
-    for mnt in left:
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
-    assert not left, "kudufs-to-blob left a mount behind: %s" % left
-    assert not [p for p in os.listdir(tmp) if p.startswith("kudufs-to-blob.")], "work dir left behind"
+    try:
+        yield env
+        left = fuse_mounts_under(tmp)
+        assert not left, "kudufs-to-blob left a mount behind: %s" % left
+        assert not [p for p in os.listdir(tmp) if p.startswith("kudufs-to-blob.")], "work dir left behind"
+    finally:
+        for mnt in fuse_mounts_under(tmp):
+            subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+            subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+        for p in tmp_path.iterdir():  # the test's own files too (configs, logs, runs)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
 
 
 def to_blob(args, env, timeout=300):
