@@ -557,11 +557,16 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	char num[32];
 	const char *v;
 	size_t len;
-	int rc = fs_parse_path(k, path, &n);
+	int rc;
 
+	/* ls -l asks every entry for security.selinux and its ACLs: answer
+	 * those before looking at the path, which takes the list's lock */
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
+		return -ENODATA;
+	rc = fs_parse_path(k, path, &n);
 	if (rc < 0)
 		return rc;
-	if (n.kind != FS_DUMP || strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
+	if (n.kind != FS_DUMP)
 		return -ENODATA;
 	name += strlen(XATTR_PREFIX);
 	cache_capture_get_info(k->cache, n.app, n.pid, n.dump, &info);
