@@ -370,6 +370,8 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 	if (asprintf(&cap->path, "%s%s", c->spool_dir, name) < 0)
 		cap->path = NULL;
 	cap->fd = cap->path ? open(cap->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+	/* a retried capture (token refresh) still holds the 401's error body */
+	kudu_request_reset(&cap->req);
 	kudu_request_init(&cap->req, c->cfg->apps[cap->app], KUDU_REQ_DUMP);
 	snprintf(cap->req.url, sizeof(cap->req.url), "%s", cap->url);
 	cap->req.fd = cap->fd;
