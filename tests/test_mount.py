@@ -436,6 +436,9 @@ def test_404_pid_is_enoent_and_vanished_process_leaves_the_list(make_emulator, m
     # a listed name with the wrong pid suffix, and a listed pid under another name
     assert os_errno(os.stat, os.path.join(app, "dotnet-4292")) == errno.ENOENT
     assert "php-cgi-6240" in os.listdir(app)
+    # that listing prefetches every process's details in the background: let
+    # it finish first, or it may see the kill below and cache the 404 itself
+    assert wait_for(lambda: site_stats(emu, "demo")["details"] >= 4, timeout=10)
     # the process goes away between the (cached) list and the read
     emu.kill("demo", 6240)
     emu.reset()
