@@ -7,8 +7,9 @@ Fixtures
   mount             factory: mount(apps, user=None, password=None, opts=(), extra_args=(),
                     expect_fail=False, env=None, timeout=15, config_extra="")
                     -> Mount (.path .proc .pid .log() .cfg .tmp .unmount() .returncode)
-Helpers (import with `from conftest import run, read_rss_hwm`)
+Helpers (import with `from conftest import run, read_rss_hwm, wait_for`)
   run(cmd, **kw)        subprocess.run with text output captured (timeout 120 s unless given)
+  wait_for(pred, timeout=15)  poll pred() until true, return its last value
   read_rss_hwm(pid)     VmHWM of a process in kB
 """
 import os
@@ -36,6 +37,17 @@ def run(cmd, **kw):
     kw.setdefault("text", True)
     kw.setdefault("timeout", 120)
     return subprocess.run([str(c) for c in cmd], **kw)
+
+
+def wait_for(pred, timeout=15.0, step=0.05):
+    """Poll pred() until it returns something true or timeout seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
 
 
 def read_rss_hwm(pid):

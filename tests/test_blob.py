@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT, fuse_mounts_under, read_rss_hwm, run
+from conftest import ROOT, fuse_mounts_under, read_rss_hwm, run, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -71,16 +71,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(pred, timeout, step=0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def stop_pid(proc, timeout=10):

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import run, fuse_mounts_under
+from conftest import run, fuse_mounts_under, wait_for
 
 SH = "/bin/sh"
 
@@ -39,16 +39,6 @@ def api_json(emu, site, path):
 
 def site_stats(emu, site):
     return emu.stats()["sites"].get(site, {"list": 0, "details": 0, "dump": 0})
-
-
-def wait_for(pred, timeout=15.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def os_errno(fn, *a):
