@@ -297,7 +297,8 @@ static void *fs_signal_thread(void *arg)
 		return NULL;
 	if (fs_unmount_plain(s->mountpoint) == 0)
 		return NULL;
-	fprintf(stderr, "kudufs: %s is busy; leaving it (readers get ENOTCONN)\n", s->mountpoint);
+	fprintf(stderr, "kudufs: %s is busy; ending the session (its readers get ENOTCONN)\n",
+		s->mountpoint);
 	fuse_session_exit(s->se);
 	pthread_kill(s->main_thread, SIGUSR2);
 	return NULL;

@@ -36,7 +36,6 @@ struct fs_handle {
 	struct fs_handle *prev, *next; /* k->handles, under k->handles_lock */
 };
 
-
 /* The node a request is about. With nullpath_ok, operations on an open
  * handle come without a path: a read waiting minutes for a dump must not
  * hold libfuse's path lock, or an rm of that file would wait as long. */
