@@ -68,6 +68,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("meta_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("max_conns=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("prefetch_max=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("command_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("insecure", KEY_INSECURE),
 	FUSE_OPT_END
@@ -94,6 +95,7 @@ static void usage(FILE *out, const char *prog)
 "     list_ttl=SECS (10)  detail_ttl=SECS (30)  negative_ttl=SECS (2)\n"
 "     connect_timeout=SECS (30)  first_byte_timeout=SECS (900)  stall_timeout=SECS (60)\n"
 "     meta_timeout=SECS (60, each list/details request)\n"
+"     command_timeout=SECS (60, password_command/token_command)\n"
 "     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE,\n"
 "     plus the usual FUSE mount options\n"
 "\n"

@@ -5,16 +5,30 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Size caps of the local files kudufs reads: a password file holds one line,
+ * a config or .netrc a few apps; anything bigger is a mistake (a log, a dump,
+ * /dev/zero behind a symlink), not a credential. */
+#define CONFIG_FILE_MAX   (1u << 20)
+#define PASSWORD_FILE_MAX (64u << 10)
+/* Output of a credential command kept (the first line must be in it); more is
+ * read and dropped so the command is never killed by SIGPIPE. */
+#define COMMAND_OUTPUT_MAX (64u << 10)
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -46,6 +60,9 @@ void kudu_config_init(struct kudu_config *cfg)
 	cfg->meta_timeout = 60;
 	cfg->max_conns = 8;
 	cfg->prefetch_max = 256;
+	/* password_command/token_command: long enough for gpg-agent to ask for a
+	 * passphrase, short enough that a hung `az` does not hang the mount */
+	cfg->command_timeout = 60;
 }
 
 static void app_free(struct kudu_app *app)
@@ -222,6 +239,7 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		{ "meta_timeout", offsetof(struct kudu_config, meta_timeout) },
 		{ "max_conns", offsetof(struct kudu_config, max_conns) },
 		{ "prefetch_max", offsetof(struct kudu_config, prefetch_max) },
+		{ "command_timeout", offsetof(struct kudu_config, command_timeout) },
 	};
 
 	for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++) {
@@ -336,7 +354,46 @@ struct ini_ctx {
 	int line;          /* lines read so far, counted as inih counts them */
 	int section_line;  /* line of the last "[NAME]" read ... */
 	char section[64];  /* ... and its NAME, as inih copies it */
+	struct seen_app { char *name; int line; } *seen; /* [app NAME] headers so far */
+	size_t nseen;
+	int dup_line, dup_first; /* a second [app NAME]: its line and the first's */
+	const char *dup_name;    /* ... and NAME, in seen[] */
 };
+
+/* An "[app NAME]" header at line `line`: a second one for the same app is an
+ * error (two sections silently merged hide a typo'd or pasted-twice app).
+ * Returns false to stop reading. */
+static bool config_note_app_header(struct ini_ctx *ctx, const char *hdr, size_t n, int line)
+{
+	struct seen_app *seen;
+	char *name;
+
+	if (n < 4 || strncmp(hdr, "app ", 4))
+		return true;
+	hdr += 4;
+	n -= 4;
+	while (n && *hdr == ' ') {
+		hdr++;
+		n--;
+	}
+	for (size_t i = 0; i < ctx->nseen; i++) {
+		if (strlen(ctx->seen[i].name) == n && !strncmp(ctx->seen[i].name, hdr, n)) {
+			ctx->dup_line = line;
+			ctx->dup_first = ctx->seen[i].line;
+			ctx->dup_name = ctx->seen[i].name;
+			return false;
+		}
+	}
+	seen = realloc(ctx->seen, (ctx->nseen + 1) * sizeof(*seen));
+	if (!seen)
+		return true;
+	ctx->seen = seen;
+	if (!(name = strndup(hdr, n)))
+		return true;
+	seen[ctx->nseen].name = name;
+	seen[ctx->nseen++].line = line;
+	return true;
+}
 
 /* inih's reader, counting lines: Debian's libinih is built without
  * INI_HANDLER_LINENO or INI_CALL_HANDLER_ON_NEW_SECTION, so the handler learns
@@ -362,6 +419,10 @@ static char *config_read_line(char *str, int num, void *stream)
 		 * handler uses the line only when the name matches its section */
 		ctx->section_line = ctx->line;
 		snprintf(ctx->section, sizeof(ctx->section), "%.*s", (int)n, p + 1);
+		/* an unindented one is a header for inih, always */
+		if (p == str + (ctx->line == 1 && !strncmp(str, "\xEF\xBB\xBF", 3) ? 3 : 0) &&
+		    p[1 + n] == ']' && !config_note_app_header(ctx, p + 1, n, ctx->line))
+			return NULL;
 	}
 	return str;
 }
@@ -438,22 +499,92 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 	return 1;
 }
 
-int kudu_check_private_file(const char *path, const char *what, char *err, size_t errlen)
+static const char *file_kind(mode_t mode)
 {
-	struct stat st;
+	switch (mode & S_IFMT) {
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFSOCK: return "a socket";
+	default: return "not a regular file";
+	}
+}
+
+/* The checks every secret-bearing file gets, on what is (about to be) read. */
+static int check_private_stat(const struct stat *st, const char *path, const char *what,
+			      uint64_t max, char *err, size_t errlen)
+{
+	if (!S_ISREG(st->st_mode)) {
+		set_err(err, errlen, "%s %s is %s; it must be a regular file", what, path,
+			file_kind(st->st_mode));
+		return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+	}
+	if (st->st_mode & (S_IRWXG | S_IRWXO)) {
+		set_err(err, errlen,
+			"%s %s is accessible by group or others (mode %04o); refusing it: run chmod 600 %s",
+			what, path, (unsigned)(st->st_mode & 07777), path);
+		return -EPERM;
+	}
+	if ((uint64_t)st->st_size > max) {
+		set_err(err, errlen, "%s %s is %" PRIu64 " bytes, more than the %" PRIu64 " a %s may have",
+			what, path, (uint64_t)st->st_size, max, what);
+		return -EFBIG;
+	}
+	return 0;
+}
+
+/* Opens a secret-bearing file for reading after the checks above. stat()
+ * first, so a FIFO or device is never opened (opening a FIFO blocks until a
+ * writer comes, a device open can have effects); O_NONBLOCK and fstat() on
+ * the descriptor so a file swapped in between is caught too. */
+static int open_private_file(const char *path, const char *what, uint64_t max, FILE **out,
+			     char *err, size_t errlen)
+{
+	struct stat st, fst;
+	int fd, rc, flags;
 
 	if (stat(path, &st) < 0) {
 		int e = errno;
 		set_err(err, errlen, "%s %s: %s", what, path, strerror(e));
 		return -e;
 	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		set_err(err, errlen,
-			"%s %s is accessible by group or others (mode %04o); refusing it: run chmod 600 %s",
-			what, path, (unsigned)(st.st_mode & 07777), path);
-		return -EPERM;
+	rc = check_private_stat(&st, path, what, max, err, errlen);
+	if (rc < 0)
+		return rc;
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		int e = errno;
+		set_err(err, errlen, "%s %s: %s", what, path, strerror(e));
+		return -e;
+	}
+	if (fstat(fd, &fst) < 0 ||
+	    (rc = check_private_stat(&fst, path, what, max, err, errlen)) < 0) {
+		if (!rc) {
+			rc = -errno;
+			set_err(err, errlen, "%s %s: %s", what, path, strerror(-rc));
+		}
+		close(fd);
+		return rc;
+	}
+	flags = fcntl(fd, F_GETFL);
+	if (flags >= 0)
+		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+	if (!out) {
+		close(fd);
+		return 0;
+	}
+	*out = fdopen(fd, "r");
+	if (!*out) {
+		close(fd);
+		return -ENOMEM;
 	}
 	return 0;
+}
+
+int kudu_check_private_file(const char *path, const char *what, char *err, size_t errlen)
+{
+	return open_private_file(path, what, CONFIG_FILE_MAX, NULL, err, errlen);
 }
 
 int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
@@ -463,22 +594,25 @@ int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
 	FILE *f;
 	int rc;
 
-	f = fopen(path, "r");
-	if (!f) {
-		int e = errno;
-		if (e == ENOENT && !required)
-			return 0;
-		set_err(err, errlen, "config %s: %s", path, strerror(e));
-		return -e;
-	}
-	rc = kudu_check_private_file(path, "config", err, errlen);
-	if (rc < 0) {
-		fclose(f);
+	if (!required && access(path, F_OK) < 0 && errno == ENOENT)
+		return 0;
+	rc = open_private_file(path, "config", CONFIG_FILE_MAX, &f, err, errlen);
+	if (rc < 0)
 		return rc;
-	}
 	ctx.f = f;
 	rc = ini_parse_stream(config_read_line, &ctx, config_ini_line, &ctx);
 	fclose(f);
+	if (rc == 0 && ctx.dup_line) {
+		/* reading stopped at the duplicate; an error before it wins (rc > 0) */
+		set_err(err, errlen, "%s:%d: a second [app %s] section (the first is at line %d); merge them",
+			path, ctx.dup_line, ctx.dup_name, ctx.dup_first);
+		rc = -1;
+	}
+	for (size_t i = 0; i < ctx.nseen; i++)
+		free(ctx.seen[i].name);
+	free(ctx.seen);
+	if (rc == -1)
+		return -EINVAL;
 	if (rc != 0) {
 		if (rc > 0)
 			set_err(err, errlen, "%s:%d: %s", path, rc,
@@ -549,28 +683,176 @@ static char *first_line(FILE *f)
 	return line;
 }
 
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs `sh -c cmd` with stdout on a pipe, read to EOF within timeout seconds
+ * (0: no limit). All of the output is read, the first line kept: closing the
+ * pipe after one line would kill a command that writes more lines later
+ * (`pass show` prints notes after the password) with SIGPIPE. The command runs
+ * in its own process group, as timeout(1) runs it, so that on a timeout the
+ * whole pipeline is killed, not just the shell. */
+static int command_output(const char *cmd, unsigned timeout, char **out, int *status,
+			  bool *timed_out)
+{
+	static const size_t cap = COMMAND_OUTPUT_MAX;
+	extern char **environ;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, dfl;
+	char *argv[] = { "sh", "-c", (char *)cmd, NULL };
+	char *buf = calloc(1, cap + 1);
+	size_t len = 0;
+	int pfd[2], rc;
+	pid_t pid;
+	double deadline = timeout ? mono_now() + timeout : 0;
+	double exit_time = 0;
+	bool eof = false, exited = false;
+
+	*timed_out = false;
+	*out = NULL;
+	if (!buf)
+		return -ENOMEM;
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		rc = -errno;
+		free(buf);
+		return rc;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], STDOUT_FILENO);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&none);
+	/* the daemon's threads block or ignore signals (SIGPIPE is ignored for
+	 * libcurl); the command starts with the defaults */
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGHUP);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &dfl);
+	posix_spawnattr_setpgroup(&attr, 0);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+				 POSIX_SPAWN_SETPGROUP);
+	fflush(NULL);
+	rc = -posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(pfd[1]);
+	if (rc < 0) {
+		close(pfd[0]);
+		free(buf);
+		return rc;
+	}
+	/* read until EOF and exit, or the deadline */
+	for (;;) {
+		double now = mono_now();
+		int wait_ms = 100;
+
+		if (deadline && now >= deadline) {
+			*timed_out = true;
+			break;
+		}
+		if (!exited) {
+			pid_t w = waitpid(pid, status, WNOHANG);
+
+			if (w == pid) {
+				exited = true;
+				exit_time = now;
+			} else if (w < 0 && errno != EINTR && errno != EAGAIN) {
+				*status = -1;
+				exited = true; /* not ours to wait for any more */
+				exit_time = now;
+			}
+		}
+		if (eof && exited)
+			break;
+		/* the command exited but something it started still holds its
+		 * stdout: what it wrote itself is in the pipe by now */
+		if (exited && now - exit_time > 1.0)
+			break;
+		if (deadline && (deadline - now) * 1000 < wait_ms)
+			wait_ms = (int)((deadline - now) * 1000) + 1;
+		if (eof) {
+			struct timespec ts = { 0, 10 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		{
+			struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+			int n = poll(&p, 1, exited ? 10 : wait_ms);
+
+			if (n < 0 && errno != EINTR)
+				eof = true;
+			if (n > 0) {
+				char tmp[4096];
+				ssize_t got = read(pfd[0], tmp, sizeof(tmp));
+
+				if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+					eof = true;
+				else if (got > 0 && len < cap) {
+					size_t take = (size_t)got < cap - len ? (size_t)got : cap - len;
+
+					memcpy(buf + len, tmp, take);
+					len += take;
+				}
+				explicit_bzero(tmp, sizeof(tmp));
+			}
+		}
+	}
+	close(pfd[0]);
+	if (!exited) {
+		/* timed out: the whole group goes */
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+			;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
 static int run_command(const struct kudu_app *app, const char *key, const char *cmd,
 		       char **out, char *err, size_t errlen)
 {
-	FILE *p;
-	char *line;
-	int st;
+	char *output, *line;
+	int st = 0, rc;
+	bool timed_out;
+	size_t n;
 
-	fflush(NULL);
-	p = popen(cmd, "re");
-	if (!p) {
-		set_err(err, errlen, "app %s: %s: cannot run: %s", app->name, key, strerror(errno));
+	rc = command_output(cmd, app->command_timeout, &output, &st, &timed_out);
+	if (rc < 0) {
+		set_err(err, errlen, "app %s: %s: cannot run: %s", app->name, key, strerror(-rc));
 		return -EIO;
 	}
-	line = first_line(p);
-	st = pclose(p);
-	if (st != 0 || !line || !*line) {
-		if (line) {
-			explicit_bzero(line, strlen(line));
-			free(line);
-		}
-		set_err(err, errlen, "app %s: %s failed (exit status %d) or printed nothing",
-			app->name, key, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	if (timed_out) {
+		explicit_bzero(output, strlen(output));
+		free(output);
+		set_err(err, errlen, "app %s: %s did not finish within command_timeout (%u s); killed",
+			app->name, key, app->command_timeout);
+		return -ETIMEDOUT;
+	}
+	n = strcspn(output, "\r\n");
+	line = strndup(output, n);
+	explicit_bzero(output, strlen(output));
+	free(output);
+	if (!line)
+		return -ENOMEM;
+	if (st != 0 || !*line) {
+		explicit_bzero(line, strlen(line));
+		free(line);
+		if (st != 0)
+			set_err(err, errlen, "app %s: %s failed (%s %d)", app->name, key,
+				WIFSIGNALED(st) ? "killed by signal" : "exit status",
+				WIFSIGNALED(st) ? WTERMSIG(st) : WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		else
+			set_err(err, errlen, "app %s: %s printed nothing on its first line", app->name, key);
 		return -EACCES;
 	}
 	*out = line;
@@ -604,6 +886,8 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 	const char *where = cfg->path ? cfg->path : "command line";
 	int rc;
 
+	/* a copy: token_command is re-run later from the app alone */
+	app->command_timeout = cfg->command_timeout;
 	if (!app->url) {
 		char *u;
 		if (asprintf(&u, "https://%s.scm.azurewebsites.net", app->name) < 0)
@@ -631,19 +915,16 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 		if (app->password_file) {
 			FILE *f;
 
-			rc = kudu_check_private_file(app->password_file, "password file", err, errlen);
+			rc = open_private_file(app->password_file, "password file", PASSWORD_FILE_MAX,
+					       &f, err, errlen);
 			if (rc < 0)
 				return rc;
-			f = fopen(app->password_file, "re");
-			if (!f) {
-				set_err(err, errlen, "password file %s: %s", app->password_file,
-					strerror(errno));
-				return -EACCES;
-			}
 			app->password = first_line(f);
 			fclose(f);
-			if (!app->password) {
-				set_err(err, errlen, "password file %s is empty", app->password_file);
+			if (!app->password || !*app->password) {
+				set_err(err, errlen, app->password ? "password file %s has an empty first line"
+								   : "password file %s is empty",
+					app->password_file);
 				return -EACCES;
 			}
 			snprintf(app->cred_desc, sizeof(app->cred_desc), "password_file %s",

@@ -36,6 +36,7 @@ struct kudu_app {
 	char *netrc_file;       /* NULL: libcurl's default ~/.netrc */
 	char *instance;         /* ARRAffinity cookie sent from the first request, NULL: ARR picks */
 	int section_line;       /* line of [app NAME] in the config, 0 if none */
+	unsigned command_timeout; /* the config's, copied for token_command re-runs */
 
 	enum kudu_cred_kind cred;
 	char cred_desc[160];    /* "password_file /x", "KUDUFS_USER/KUDUFS_PASSWORD", "~/.netrc" */
@@ -54,6 +55,7 @@ struct kudu_config {
 	unsigned meta_timeout;   /* whole-request limit of list/details (JSON) requests */
 	unsigned max_conns;
 	unsigned prefetch_max;   /* readdir prefetches details only up to this many processes */
+	unsigned command_timeout; /* password_command/token_command run limit, 0: none */
 	bool insecure;
 	char *ca_file;
 	int debug;
