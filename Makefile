@@ -17,7 +17,7 @@ LDLIBS    += $(PKG_LIBS) -pthread
 LDFLAGS   += $(SANFLAGS)
 
 KUDU_SRC  := kudu/config.c kudu/errors.c kudu/client.c
-CACHE_SRC := cache/meta.c cache/capture.c
+CACHE_SRC := cache/cache.c cache/meta.c cache/spool.c cache/capture.c cache/status.c
 FS_SRC    := fs/main.c fs/ops.c
 LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(KUDU_SRC) $(CACHE_SRC))
 FS_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(FS_SRC))

@@ -46,10 +46,11 @@ struct cache_blob {
 
 enum cache_role { CACHE_ROLE_SITE, CACHE_ROLE_SCM };
 
+/* cache/cache.c */
 int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
 	      char *err, size_t errlen);
 void cache_free(struct cache *c);
-/* Resolve the default cache_dir and create it private (0700), so that a bad
+/* cache/spool.c: resolve the default cache_dir and create it private (0700), so that a bad
  * one is reported before the daemon detaches from the terminal. */
 int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen);
 
@@ -70,7 +71,7 @@ int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dir
 /* Sanitize a server-provided name for use in a path component. */
 void cache_sanitize_name(const char *in, char *out, size_t outlen);
 
-/* ---- dump captures (cache/capture.c) ---- */
+/* ---- dump captures (cache/capture.c; spool files in cache/spool.c) ---- */
 struct capture;
 
 enum capture_state { CAP_IDLE, CAP_QUEUED, CAP_FETCHING, CAP_COMPLETE, CAP_FAILED };
@@ -108,7 +109,7 @@ void cache_capture_get_info(struct cache *c, size_t app, int pid, enum kudu_dump
 			    struct capture_info *info);
 /* unlink(): forget a finished capture; -EBUSY while one is being fetched. */
 int cache_capture_drop(struct cache *c, size_t app, int pid, enum kudu_dump_type type);
-/* status.json: malloc'd, NUL-terminated. */
+/* status.json (cache/status.c): malloc'd, NUL-terminated. */
 char *cache_status_json(struct cache *c);
 const char *cache_state_name(enum capture_state s);
 

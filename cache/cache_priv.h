@@ -1,10 +1,18 @@
-/* Private to cache/: the state shared by meta.c and capture.c. */
+/*
+ * Private to cache/: the state shared by cache.c, meta.c, spool.c,
+ * capture.c and status.c (and the unit tests, which reach in to replace
+ * the request submitter). Which lock guards what is explained at the top
+ * of cache/cache.h; every field below repeats it.
+ */
 #ifndef KUDUFS_CACHE_PRIV_H
 #define KUDUFS_CACHE_PRIV_H
 
 #include "cache/cache.h"
 
 #include <pthread.h>
+#include <time.h>
+
+/* ---- metadata (meta.c): everything here is guarded by cache.meta_lock ---- */
 
 struct detail_entry {
 	int pid;
@@ -26,30 +34,107 @@ struct app_meta {
 	struct detail_entry *details[DETAIL_BUCKETS];
 };
 
+/* ---- captures (capture.c): guarded by cache.cap_lock ---- */
+
+/* Kudu writes every dump of a site to one fixed file: one request per app. */
 struct app_dumps {
-	struct capture *active;    /* the one dump request in flight for this app */
-	struct capture *q_head, *q_tail;
+	struct capture *active;    /* cap_lock: the one dump request in flight for this app */
+	struct capture *q_head, *q_tail; /* cap_lock: CAP_QUEUED captures, FIFO via qnext */
 };
+
+enum capture_auth {
+	AUTH_FRESH,      /* no 401 seen */
+	AUTH_REFRESHING, /* a reader is re-running token_command (cap_lock dropped) */
+	AUTH_RETRIED,    /* refreshed once; a second 401 is final */
+};
+
+/*
+ * One download of (app, pid, type). Lifetime: references (refs) are held
+ * by the table (while in_table), by each reader (acquire .. release) and by
+ * the request from start (CAP_FETCHING) until its on_done; the last put
+ * frees it. "immutable" fields are written once by cache_capture_acquire
+ * before the capture is published in the table, and only read after.
+ */
+struct capture {
+	struct cache *cache;        /* immutable */
+	size_t app;                 /* immutable: index into cfg->apps */
+	int pid;                    /* immutable */
+	enum kudu_dump_type type;   /* immutable */
+	char url[1024];             /* immutable */
+
+	enum capture_state state;   /* cap_lock */
+	int refs;                   /* cap_lock: table + readers + the request while active */
+	bool in_table;              /* cap_lock: reachable from cache.captures */
+	int fd;                     /* cap_lock; readers pread() it unlocked while they hold a
+				     * reference (it is only closed at the last put, or by the
+				     * 401 retry, which comes before any body byte) */
+	char *path;                 /* cap_lock: spool file, NULL once unlinked */
+	uint64_t bytes;             /* cap_lock: body bytes in the spool */
+	int64_t length;             /* cap_lock: Content-Length, -1 unknown */
+	int err;                    /* cap_lock: negative errno once CAP_FAILED */
+	char errmsg[KUDU_ERRLEN];   /* cap_lock */
+	char filename[256];         /* cap_lock: Content-Disposition of the response */
+	uint64_t wake_at;           /* cap_lock: lowest byte count a waiting reader needs */
+	enum capture_auth auth;     /* cap_lock: bearer token re-run after a 401 */
+	double started, finished, last_used; /* cap_lock (kudu_now()) */
+	time_t started_wall;        /* cap_lock: for status.json */
+	pthread_cond_t cond;        /* waited on with cap_lock: bytes landed, state changed */
+	struct kudu_request req;    /* cap_lock while not submitted; from submit until on_done
+				     * the client's (the transfer thread fills the results) */
+	struct capture *next;       /* cap_lock: cache.captures chain */
+	struct capture *qnext;      /* cap_lock: app_dumps queue chain */
+};
+
+/* Nobody but the table holds it: no reader has it open and no request is
+ * on the wire, so eviction may take it. */
+static inline bool capture_is_unused(const struct capture *cap)
+{
+	return cap->in_table && cap->refs == 1;
+}
+
+/* Queued and wanted by exactly one reader: a queued capture has no request
+ * reference yet, so refs is the table's plus its readers'. */
+static inline bool capture_is_queued_for_one_reader(const struct capture *cap)
+{
+	return cap->state == CAP_QUEUED && cap->in_table && cap->refs == 2;
+}
+
+/* Submit a request; on_done runs later, exactly once (kudu_client_submit,
+ * or a unit test's fake). */
+typedef void (*cache_submit_fn)(struct kudu_client *client, struct kudu_request *req);
 
 struct cache {
-	struct kudu_config *cfg;
-	struct kudu_client *client;
+	struct kudu_config *cfg;      /* immutable while the cache lives */
+	struct kudu_client *client;   /* immutable */
+	cache_submit_fn submit;       /* immutable after cache_new: kudu_client_submit */
 
-	pthread_mutex_t meta_lock; /* guards apps_meta[*] and every detail_entry */
-	pthread_cond_t meta_cond;  /* a list or details fetch finished */
-	struct app_meta *meta;
+	pthread_mutex_t meta_lock;    /* guards meta[*] (struct app_meta) and every detail_entry */
+	pthread_cond_t meta_cond;     /* with meta_lock: a list or details fetch finished */
+	struct app_meta *meta;        /* the array itself is immutable, one per app */
 
-	pthread_mutex_t cap_lock;  /* guards captures, dumps[*], spool_bytes, seq and every capture's fields */
-	struct capture *captures;
-	struct app_dumps *dumps;
-	uint64_t spool_bytes;
-	unsigned long seq;
-	char *spool_dir;           /* cache_dir/spool-<pid> */
-	uint64_t stat_captures, stat_failures;
+	pthread_mutex_t cap_lock;     /* guards captures, dumps[*], spool_bytes, seq, stat_*
+				       * and every capture's non-immutable fields */
+	struct capture *captures;     /* cap_lock: the table */
+	struct app_dumps *dumps;      /* array immutable, one per app; entries cap_lock */
+	uint64_t spool_bytes;         /* cap_lock: bytes of table captures, counted against cache_max */
+	unsigned long seq;            /* cap_lock: spool file names */
+	char *spool_dir;              /* immutable: cache_dir/spool-<pid> */
+	uint64_t stat_captures, stat_failures; /* cap_lock */
 };
 
-int cache_capture_init(struct cache *c, char *err, size_t errlen);
+/* spool.c */
+int cache_spool_init(struct cache *c, char *err, size_t errlen);
+/* A new private spool file for cap (cap_lock held: takes a seq number).
+ * Returns the fd and sets *path, or returns -errno with *path NULL. */
+int cache_spool_create_locked(struct cache *c, const struct capture *cap, char **path);
+void cache_spool_remove_all(struct cache *c);
+
+/* capture.c */
 void cache_capture_free_all(struct cache *c);
+void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
+			       struct capture_info *info, double now);
+
+/* meta.c */
 void cache_meta_free_all(struct cache *c);
 
 #endif

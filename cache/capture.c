@@ -1,6 +1,7 @@
 /*
  * Dump captures: one download per (app, pid, dump type), spooled to a
- * private file and shared by every reader.
+ * private file (spool.c) and shared by every reader. The states and who
+ * moves a capture between them are drawn in cache/cache.h.
  *
  * Kudu writes every dump of a site to one fixed file, so at most one dump
  * request per app is on the wire; the others wait in a FIFO (state queued).
@@ -8,178 +9,17 @@
  * woken by the transfer thread as bytes land, and poll for interrupts.
  *
  * cap_lock guards the capture table, the per-app queues, spool accounting
- * and every field of every capture. It is never held across pread() of
- * spool data, a request submission or a callback into fs/.
+ * and every mutable field of every capture. It is never held across pread()
+ * of spool data, a request submission, token_command or a callback into fs/.
  */
 #include "cache/cache_priv.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-struct capture {
-	struct cache *cache;
-	size_t app;
-	int pid;
-	enum kudu_dump_type type;
-	enum capture_state state;
-	int refs;                   /* table + readers + the request while active */
-	bool in_table;
-	int fd;
-	char *path;
-	uint64_t bytes;
-	int64_t length;
-	int err;
-	char errmsg[KUDU_ERRLEN];
-	char filename[256];
-	char url[1024];
-	uint64_t wake_at;           /* lowest byte count a waiting reader needs */
-	enum { AUTH_FRESH, AUTH_REFRESHING, AUTH_RETRIED } auth; /* bearer token re-run after a 401 */
-	double started, finished, last_used;
-	time_t started_wall;
-	pthread_cond_t cond;        /* bytes, state changed */
-	struct kudu_request req;
-	struct capture *next;       /* table */
-	struct capture *qnext;      /* app queue */
-};
-
-const char *cache_state_name(enum capture_state s)
-{
-	static const char *const names[] = { "idle", "queued", "fetching", "complete", "failed" };
-	return names[s];
-}
-
-static int mkdir_private(const char *path, char *err, size_t errlen)
-{
-	struct stat st;
-
-	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cache_dir %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		snprintf(err, errlen, "cache_dir %s: not a directory", path);
-		return -ENOTDIR;
-	}
-	/* dumps hold process memory: nobody else may look */
-	if ((st.st_mode & 077) && chmod(path, 0700) < 0) {
-		snprintf(err, errlen, "cache_dir %s: cannot make it private (chmod 700): %s", path,
-			 strerror(errno));
-		return -EPERM;
-	}
-	return 0;
-}
-
-static int mkdir_parents(const char *path, char *err, size_t errlen)
-{
-	char *p = strdup(path);
-	int rc = 0;
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
-			snprintf(err, errlen, "cache_dir %s: %s", p, strerror(errno));
-			rc = -errno;
-		}
-		*s = '/';
-		if (rc)
-			break;
-	}
-	free(p);
-	return rc ? rc : mkdir_private(path, err, errlen);
-}
-
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char *p;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (asprintf(&p, "%s/%s", dir, de->d_name) >= 0) {
-			unlink(p);
-			free(p);
-		}
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-/* Spool dirs are spool-<pid>: remove those whose daemon is gone. */
-static void remove_stale_spools(const char *cache_dir)
-{
-	DIR *d = opendir(cache_dir);
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char *end, *p;
-		long pid;
-
-		if (strncmp(de->d_name, "spool-", 6))
-			continue;
-		pid = strtol(de->d_name + 6, &end, 10);
-		if (*end || pid <= 0)
-			continue;
-		if (pid != getpid() && kill((pid_t)pid, 0) == 0)
-			continue; /* another live kudufs shares this cache_dir */
-		if (pid != getpid() && errno != ESRCH)
-			continue;
-		if (asprintf(&p, "%s/%s", cache_dir, de->d_name) >= 0) {
-			fprintf(stderr, "kudufs: removing stale spool %s\n", p);
-			remove_tree(p);
-			free(p);
-		}
-	}
-	closedir(d);
-}
-
-int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen)
-{
-	if (!cfg->cache_dir) {
-		const char *xdg = getenv("XDG_CACHE_HOME");
-		const char *home = getenv("HOME");
-
-		if (xdg && *xdg) {
-			if (asprintf(&cfg->cache_dir, "%s/kudufs", xdg) < 0)
-				return -ENOMEM;
-		} else if (asprintf(&cfg->cache_dir, "%s/.cache/kudufs", home ? home : "/tmp") < 0) {
-			return -ENOMEM;
-		}
-	}
-	return mkdir_parents(cfg->cache_dir, err, errlen);
-}
-
-int cache_capture_init(struct cache *c, char *err, size_t errlen)
-{
-	struct kudu_config *cfg = c->cfg;
-	int rc = cache_prepare_dir(cfg, err, errlen);
-
-	if (rc < 0)
-		return rc;
-	remove_stale_spools(cfg->cache_dir);
-	if (asprintf(&c->spool_dir, "%s/spool-%d", cfg->cache_dir, (int)getpid()) < 0)
-		return -ENOMEM;
-	return mkdir_private(c->spool_dir, err, errlen);
-}
 
 /* ---- reference counting (cap_lock held) ---- */
 
@@ -245,7 +85,7 @@ static bool make_room_locked(struct cache *c, uint64_t need, const struct captur
 		struct capture *victim = NULL;
 
 		for (struct capture *cap = c->captures; cap; cap = cap->next)
-			if (cap != keep && cap->state == CAP_COMPLETE && cap->refs == 1 &&
+			if (cap != keep && cap->state == CAP_COMPLETE && capture_is_unused(cap) &&
 			    (!victim || cap->last_used < victim->last_used))
 				victim = cap;
 		if (!victim)
@@ -354,22 +194,20 @@ static void on_done(struct kudu_request *req)
 	cap_put_locked(c, cap); /* the request's reference */
 	pthread_mutex_unlock(&c->cap_lock);
 	if (next)
-		kudu_client_submit(c->client, &next->req);
+		c->submit(c->client, &next->req);
 }
 
 /* Make cap the app's active dump; the caller submits *to_submit unlocked. */
 static void start_locked(struct cache *c, struct capture *cap, struct capture **to_submit)
 {
-	char name[64];
+	int fd;
 
 	c->dumps[cap->app].active = cap;
 	cap->state = CAP_FETCHING;
 	cap->started = kudu_now();
 	cap->started_wall = time(NULL);
-	snprintf(name, sizeof(name), "/%d-%d-%lu.dmp", cap->pid, (int)cap->type, ++c->seq);
-	if (asprintf(&cap->path, "%s%s", c->spool_dir, name) < 0)
-		cap->path = NULL;
-	cap->fd = cap->path ? open(cap->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+	fd = cache_spool_create_locked(c, cap, &cap->path);
+	cap->fd = fd < 0 ? -1 : fd;
 	/* a retried capture (token refresh) still holds the 401's error body */
 	kudu_request_reset(&cap->req);
 	kudu_request_init(&cap->req, c->cfg->apps[cap->app], KUDU_REQ_DUMP);
@@ -380,9 +218,9 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 	cap->req.arg = cap;
 	cap->refs++; /* held by the request until on_done */
 	c->stat_captures++;
-	if (cap->fd < 0) {
+	if (fd < 0) {
 		/* let the request fail through the normal path */
-		atomic_store(&cap->req.cancel, errno ? errno : EIO);
+		atomic_store(&cap->req.cancel, -fd);
 	}
 	*to_submit = cap;
 }
@@ -453,7 +291,7 @@ void cache_capture_release(struct cache *c, struct capture *cap)
 	/* The last reader of a queued dump left (Ctrl-C, a killed script):
 	 * nobody wants it any more, and a dump pauses the process, so it
 	 * leaves the queue. A dump already on the wire completes (dump_ttl). */
-	if (cap->state == CAP_QUEUED && cap->in_table && cap->refs == 2) {
+	if (capture_is_queued_for_one_reader(cap)) {
 		queue_remove_locked(c, cap);
 		cap->state = CAP_IDLE;
 	}
@@ -482,7 +320,7 @@ static void begin_locked(struct cache *c, struct capture *cap)
 	}
 	if (submit) {
 		pthread_mutex_unlock(&c->cap_lock);
-		kudu_client_submit(c->client, &submit->req);
+		c->submit(c->client, &submit->req);
 		pthread_mutex_lock(&c->cap_lock);
 	}
 }
@@ -623,7 +461,7 @@ int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type
 	return rc;
 }
 
-static void info_fill_locked(const struct cache *c, const struct capture *cap,
+void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 			     struct capture_info *info, double now)
 {
 	double t;
@@ -652,7 +490,7 @@ void cache_capture_get_info(struct cache *c, size_t app, int pid, enum kudu_dump
 	pthread_mutex_lock(&c->cap_lock);
 	cap = table_find_locked(c, app, pid, type);
 	if (cap)
-		info_fill_locked(c, cap, info, kudu_now());
+		cache_capture_info_locked(c, cap, info, kudu_now());
 	pthread_mutex_unlock(&c->cap_lock);
 }
 
@@ -671,58 +509,6 @@ int cache_capture_drop(struct cache *c, size_t app, int pid, enum kudu_dump_type
 	return rc;
 }
 
-char *cache_status_json(struct cache *c)
-{
-	json_t *root = json_object();
-	json_t *caps = json_array();
-	json_t *apps = json_array();
-	double now = kudu_now();
-	char *out;
-
-	for (size_t i = 0; i < c->cfg->napps; i++)
-		json_array_append_new(apps, json_pack("{s:s, s:s, s:s}", "name", c->cfg->apps[i]->name,
-						      "url", c->cfg->apps[i]->url, "credentials",
-						      c->cfg->apps[i]->cred_desc));
-	pthread_mutex_lock(&c->cap_lock);
-	for (struct capture *cap = c->captures; cap; cap = cap->next) {
-		struct capture_info info;
-		char started[32] = "";
-		struct tm tm;
-
-		info_fill_locked(c, cap, &info, now);
-		if (cap->started_wall && gmtime_r(&cap->started_wall, &tm))
-			strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		json_array_append_new(caps, json_pack(
-			"{s:s, s:i, s:s, s:s, s:I, s:I, s:f, s:s, s:s, s:s, s:s}",
-			"app", c->cfg->apps[cap->app]->name, "pid", cap->pid,
-			"type", cap->type == KUDU_DUMP_FULL ? "full" : "mini",
-			"state", cache_state_name(info.state), "bytes", (json_int_t)info.bytes,
-			"length", (json_int_t)info.length, "rate_bytes_per_sec", info.rate,
-			"started_at", started, "url", info.url, "error", info.error,
-			"filename", info.filename));
-	}
-	json_object_set_new(root, "version", json_string(KUDUFS_VERSION));
-	json_object_set_new(root, "apps", apps);
-	json_object_set_new(root, "captures", caps);
-	json_object_set_new(root, "spool_bytes", json_integer((json_int_t)c->spool_bytes));
-	json_object_set_new(root, "cache_max", json_integer((json_int_t)c->cfg->cache_max));
-	json_object_set_new(root, "captures_started", json_integer((json_int_t)c->stat_captures));
-	json_object_set_new(root, "captures_failed", json_integer((json_int_t)c->stat_failures));
-	pthread_mutex_unlock(&c->cap_lock);
-	out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (out) {
-		size_t n = strlen(out);
-		char *o = realloc(out, n + 2);
-		if (o) {
-			o[n] = '\n';
-			o[n + 1] = '\0';
-			out = o;
-		}
-	}
-	return out;
-}
-
 /* Called after the client has stopped: no more callbacks can arrive. */
 void cache_capture_free_all(struct cache *c)
 {
@@ -730,6 +516,4 @@ void cache_capture_free_all(struct cache *c)
 	while (c->captures)
 		table_remove_locked(c, c->captures);
 	pthread_mutex_unlock(&c->cap_lock);
-	if (c->spool_dir)
-		remove_tree(c->spool_dir);
 }

@@ -13,51 +13,6 @@
 #include <strings.h>
 
 
-int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
-	      char *err, size_t errlen)
-{
-	struct cache *c = calloc(1, sizeof(*c));
-	int rc;
-
-	if (!c)
-		return -ENOMEM;
-	c->cfg = cfg;
-	c->client = client;
-	c->meta = calloc(cfg->napps, sizeof(*c->meta));
-	c->dumps = calloc(cfg->napps, sizeof(*c->dumps));
-	if (!c->meta || !c->dumps) {
-		free(c->meta);
-		free(c->dumps);
-		free(c);
-		return -ENOMEM;
-	}
-	pthread_mutex_init(&c->meta_lock, NULL);
-	pthread_cond_init(&c->meta_cond, NULL);
-	pthread_mutex_init(&c->cap_lock, NULL);
-	rc = cache_capture_init(c, err, errlen);
-	if (rc < 0) {
-		cache_free(c);
-		return rc;
-	}
-	*out = c;
-	return 0;
-}
-
-void cache_free(struct cache *c)
-{
-	if (!c)
-		return;
-	cache_capture_free_all(c);
-	cache_meta_free_all(c);
-	pthread_mutex_destroy(&c->meta_lock);
-	pthread_cond_destroy(&c->meta_cond);
-	pthread_mutex_destroy(&c->cap_lock);
-	free(c->meta);
-	free(c->dumps);
-	free(c->spool_dir);
-	free(c);
-}
-
 void cache_list_put(struct cache_list *l)
 {
 	if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
