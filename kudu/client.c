@@ -43,13 +43,18 @@ struct kudu_client {
 	struct kudu_request *active;
 	unsigned active_json;
 
-	/* One cookie jar per app, parallel to cfg->apps: App Service's ARR pins a
-	 * scaled-out app's requests to one instance by the ARRAffinity cookie,
-	 * and process ids are per instance. Every easy handle is set up, run
-	 * and cleaned up on the transfer thread, so the shares need no lock
-	 * callbacks. */
-	CURLSH **shares;
-	bool *seeded;           /* the app's configured instance is in its jar */
+	/* Instances, parallel to cfg->apps. App Service's ARR pins a request to
+	 * an instance by the ARRAffinity cookie, and process ids are per
+	 * instance. No curl cookie jar: a pinned request sends exactly its own
+	 * instance's cookie, and the app-level view sends the one in view. */
+	pthread_mutex_t inst_lock; /* guards apps[*] */
+	struct client_app *apps;
+};
+
+struct client_app {
+	char view[KUDU_INSTANCE_MAX]; /* the app-level view's instance, "" until the front end names one */
+	char **seen;            /* ids named in Set-Cookie so far, at most KUDU_SEEN_MAX */
+	size_t nseen;
 };
 
 struct xfer {
@@ -63,6 +68,10 @@ struct xfer {
 	char reason[128];       /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
 	int local_err;          /* positive errno from pwrite or on_progress */
 	size_t body_cap;
+	char sent[KUDU_INSTANCE_MAX];     /* the ARRAffinity cookie sent, "" none */
+	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
+	bool affinity_set;                /* ... if any ("" when its value was not an id) */
+	bool rerouted;          /* pinned, and another instance answered: abort, body unread */
 };
 
 struct sync_wait {
@@ -102,6 +111,8 @@ void kudu_request_reset(struct kudu_request *req)
 	req->filename[0] = '\0';
 	req->content_type[0] = '\0';
 	req->errmsg[0] = '\0';
+	req->served_by[0] = '\0';
+	req->rerouted = false;
 }
 
 static void list_append(struct kudu_request **head, struct kudu_request **tail,
@@ -181,6 +192,32 @@ static void parse_content_type(struct kudu_request *req, const char *v, size_t n
 	req->content_type[len] = '\0';
 }
 
+/* "Set-Cookie: ARRAffinity=<id>;Path=/;HttpOnly;Domain=..." names the
+ * instance that answered. ARRAffinitySameSite carries the same id; only the
+ * exact name counts. */
+static void parse_set_cookie(struct xfer *x, const char *v, size_t n)
+{
+	const char *end = v + n;
+	size_t len;
+
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	if ((size_t)(end - v) < 12 || strncmp(v, "ARRAffinity=", 12))
+		return;
+	v += 12;
+	len = 0;
+	while (v + len < end && v[len] != ';' && v[len] != '\r' && v[len] != '\n')
+		len++;
+	x->affinity_set = true;
+	x->affinity[0] = '\0';
+	if (len < sizeof(x->affinity)) {
+		memcpy(x->affinity, v, len);
+		x->affinity[len] = '\0';
+		if (!kudu_instance_id_is_valid(x->affinity))
+			x->affinity[0] = '\0'; /* still "another instance" for a pinned request */
+	}
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct kudu_request *req = arg;
@@ -192,6 +229,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		req->filename[0] = '\0';
 		req->content_type[0] = '\0';
 		x->headers_done = false;
+		x->affinity_set = false;
+		x->affinity[0] = '\0';
 		parse_reason(x, data, n);
 		x->decoded = false;
 		if (!x->t_first)
@@ -200,6 +239,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		parse_disposition(req, data + 20, n - 20);
 	} else if (n >= 13 && !strncasecmp(data, "Content-Type:", 13)) {
 		parse_content_type(req, data + 13, n - 13);
+	} else if (n >= 11 && !strncasecmp(data, "Set-Cookie:", 11)) {
+		parse_set_cookie(x, data + 11, n - 11);
 	} else if (n >= 17 && !strncasecmp(data, "Content-Encoding:", 17)) {
 		const char *v = data + 17;
 
@@ -219,6 +260,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 			/* a compressed length says nothing about the decoded body */
 			req->length = x->decoded ? -1 : cl;
 			x->headers_done = true;
+			/* another instance's answer: not one body byte of it is taken */
+			if (req->instance[0] && x->affinity_set && strcmp(x->affinity, req->instance)) {
+				x->rerouted = true;
+				return 0;
+			}
 		}
 	}
 	return n;
@@ -292,43 +338,124 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 
 /* ---- request lifecycle (transfer thread) ------------------------------- */
 
-/* "HOST\tFALSE\t/\tFALSE\t0\tARRAffinity\tID": a host-only session cookie for
- * the app's host, path "/", in the Netscape format, the form ARR's own
- * Set-Cookie (no Domain, Path=/) takes in the jar; so a later Set-Cookie from
- * ARR replaces it instead of adding a second ARRAffinity. */
-static int client_seed_instance(CURL *e, const struct kudu_app *app)
+/* The app's slot in c->apps, or NULL for an app outside the config. */
+static struct client_app *client_app_of(struct kudu_client *c, const struct kudu_app *app)
+{
+	for (size_t i = 0; i < c->cfg->napps; i++)
+		if (c->cfg->apps[i] == app)
+			return &c->apps[i];
+	return NULL;
+}
+
+/* Scheme, host and port of url, lower-cased where case does not matter. */
+static int url_origin(const char *url, char *out, size_t len)
 {
 	CURLU *u = curl_url();
-	char *host = NULL, *line = NULL;
+	char *scheme = NULL, *host = NULL, *port = NULL;
 	int rc = -EINVAL;
 
 	if (!u)
 		return -ENOMEM;
-	if (curl_url_set(u, CURLUPART_URL, app->url, 0) == CURLUE_OK &&
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-	    asprintf(&line, "%s\tFALSE\t/\tFALSE\t0\tARRAffinity\t%s", host, app->instance) >= 0)
-		rc = curl_easy_setopt(e, CURLOPT_COOKIELIST, line) == CURLE_OK ? 0 : -ENOMEM;
-	free(line);
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+		for (char *p = host; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		snprintf(out, len, "%s://%s:%s", scheme, host, port);
+		rc = 0;
+	}
+	curl_free(scheme);
 	curl_free(host);
+	curl_free(port);
 	curl_url_cleanup(u);
 	return rc;
 }
 
-/* The app's cookie jar on this easy handle (cookie engine on). */
-static void client_use_jar(struct kudu_client *c, CURL *e, const struct kudu_app *app)
+/* Credentials and tokens only ever go to the host the local config names
+ * for them: the app's url for Kudu, arm_endpoint for ARM. A URL from a
+ * server (ARM's nextLink) naming any other host is refused here. */
+static int client_check_host(const struct kudu_request *req, char *msg, size_t len)
 {
-	for (size_t i = 0; i < c->cfg->napps; i++) {
-		if (c->cfg->apps[i] != app)
-			continue;
-		if (c->shares[i])
-			curl_easy_setopt(e, CURLOPT_SHARE, c->shares[i]);
-		curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
-		if (app->instance && !c->seeded[i])
-			c->seeded[i] = client_seed_instance(e, app) == 0;
-		return;
+	const char *base = req->arm ? req->app->arm_endpoint : req->app->url;
+	char want[512], got[512];
+
+	if (!base || url_origin(base, want, sizeof(want)) < 0 ||
+	    url_origin(req->url, got, sizeof(got)) < 0 || strcmp(want, got)) {
+		snprintf(msg, len, "refusing to send %s credentials to %.200s: not the %s of [app %.100s]",
+			 req->arm ? "ARM" : "Kudu", url_origin(req->url, got, sizeof(got)) ? "that URL" : got,
+			 req->arm ? "arm_endpoint" : "url", req->app->name);
+		return -EPERM;
 	}
-	/* an app outside the config: its own cookies only for this request */
-	curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+	return 0;
+}
+
+/* Remember an id the front end named (bounded: memory stays flat). */
+static void client_note_seen_locked(struct client_app *ca, const char *id)
+{
+	char **grown;
+
+	for (size_t i = 0; i < ca->nseen; i++)
+		if (!strcmp(ca->seen[i], id))
+			return;
+	if (ca->nseen >= KUDU_SEEN_MAX)
+		return;
+	grown = realloc(ca->seen, (ca->nseen + 1) * sizeof(*grown));
+	if (!grown)
+		return;
+	ca->seen = grown;
+	if ((ca->seen[ca->nseen] = strdup(id)))
+		ca->nseen++;
+}
+
+/* The cookie of this attempt: the pinned instance, or the app-level view's. */
+static void client_set_cookie(struct kudu_client *c, CURL *e, struct kudu_request *req,
+			      struct xfer *x)
+{
+	struct client_app *ca = client_app_of(c, req->app);
+	char cookie[KUDU_INSTANCE_MAX + 16];
+
+	x->sent[0] = '\0';
+	if (req->arm)
+		return;
+	if (req->instance[0]) {
+		snprintf(x->sent, sizeof(x->sent), "%s", req->instance);
+	} else if (ca) {
+		pthread_mutex_lock(&c->inst_lock);
+		snprintf(x->sent, sizeof(x->sent), "%s", ca->view);
+		pthread_mutex_unlock(&c->inst_lock);
+	}
+	if (!x->sent[0])
+		return;
+	snprintf(cookie, sizeof(cookie), "ARRAffinity=%s", x->sent);
+	curl_easy_setopt(e, CURLOPT_COOKIE, cookie);
+}
+
+/* After a response: who answered, and where the app-level view is now.
+ * A pin that the front end moved (the instance is gone) is followed by the
+ * app-level view, as a browser would, and logged; a pinned request's
+ * answer from another instance was already refused in on_header. */
+static void client_note_affinity(struct kudu_client *c, struct kudu_request *req, struct xfer *x)
+{
+	struct client_app *ca = client_app_of(c, req->app);
+
+	snprintf(req->served_by, sizeof(req->served_by), "%s", x->affinity_set ? x->affinity : x->sent);
+	if (!ca || req->arm || !x->affinity_set || !x->affinity[0])
+		return;
+	pthread_mutex_lock(&c->inst_lock);
+	client_note_seen_locked(ca, x->affinity);
+	if (!req->instance[0] && strcmp(ca->view, x->affinity)) {
+		if (!ca->view[0]) {
+			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
+		} else if (!strcmp(ca->view, x->sent)) {
+			fprintf(stderr,
+				"kudufs: %s: instance %s no longer answers; the front end moved the app-level view to instance %s\n",
+				req->app->name, ca->view, x->affinity);
+			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
+		}
+		/* else: sent before the view was known or moved; labelled by served_by */
+	}
+	pthread_mutex_unlock(&c->inst_lock);
 }
 
 static int xfer_start(struct kudu_client *c, struct kudu_request *req)
@@ -370,25 +497,30 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	}
 	if (cfg->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
-	client_use_jar(c, e, app);
+	client_set_cookie(c, e, req, x);
 
-	switch (app->cred) {
+	int hrc = client_check_host(req, req->errmsg, sizeof(req->errmsg));
+	if (hrc < 0)
+		return hrc;
+	if (req->arm) {
+		char *h = kudu_app_bearer(app, true, &req->token_gen);
+
+		if (h) {
+			x->headers = curl_slist_append(NULL, h);
+			kudu_secret_free(h);
+		}
+	} else switch (app->cred) {
 	case KUDU_CRED_BASIC:
 		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 		curl_easy_setopt(e, CURLOPT_USERNAME, app->user);
 		curl_easy_setopt(e, CURLOPT_PASSWORD, app->password);
 		break;
 	case KUDU_CRED_TOKEN: {
-		char *h = NULL;
+		char *h = kudu_app_bearer(app, false, &req->token_gen);
 
-		pthread_mutex_lock(&app->token_lock);
-		if (app->token && asprintf(&h, "Authorization: Bearer %s", app->token) < 0)
-			h = NULL;
-		pthread_mutex_unlock(&app->token_lock);
 		if (h) {
 			x->headers = curl_slist_append(NULL, h);
-			explicit_bzero(h, strlen(h));
-			free(h);
+			kudu_secret_free(h);
 		}
 		break;
 	}
@@ -555,6 +687,30 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 	curl_off_t retry_after = 0;
 	double now = kudu_now();
 
+	if (x->rerouted) {
+		/* Set-Cookie named another instance: the one asked for is gone and
+		 * the front end answered from another. Nothing of it is kept. */
+		req->err = -ENOENT;
+		req->rerouted = true;
+		snprintf(req->served_by, sizeof(req->served_by), "%s", x->affinity);
+		if (x->affinity[0] && client_app_of(c, req->app)) {
+			pthread_mutex_lock(&c->inst_lock);
+			client_note_seen_locked(client_app_of(c, req->app), x->affinity);
+			pthread_mutex_unlock(&c->inst_lock);
+		}
+		snprintf(req->errmsg, sizeof(req->errmsg),
+			 "instance %s is gone: the front end routed the request to instance %s",
+			 req->instance, x->affinity[0] ? x->affinity : "(unnamed)");
+		if (req->kind == KUDU_REQ_JSON) {
+			free(req->body);
+			req->body = NULL;
+			req->body_len = 0;
+		}
+		xfer_release(c, req);
+		return false;
+	}
+	if (x->headers_done || x->affinity_set)
+		client_note_affinity(c, req, x);
 	if (x->local_err) {
 		req->err = -x->local_err;
 		if (x->local_err == EFBIG)
@@ -702,10 +858,13 @@ static void start_waiting(struct kudu_client *c, double now, double *next_due)
 			complete(req);
 			continue;
 		}
+		req->errmsg[0] = '\0';
 		int rc = xfer_start(c, req);
 		if (rc < 0) {
 			req->err = rc;
-			snprintf(req->errmsg, sizeof(req->errmsg), "cannot start request: %s", strerror(-rc));
+			if (!req->errmsg[0])
+				snprintf(req->errmsg, sizeof(req->errmsg), "cannot start request: %s",
+					 strerror(-rc));
 			if (req->priv)
 				xfer_release(c, req);
 			complete(req);
@@ -776,17 +935,15 @@ static void *transfer_main(void *arg)
 	return NULL;
 }
 
-/* After every easy handle is gone: a share still in use cannot be freed. */
-static void client_free_shares(struct kudu_client *c)
+static void client_free_apps(struct kudu_client *c)
 {
-	if (c->shares)
-		for (size_t i = 0; i < c->cfg->napps; i++)
-			if (c->shares[i])
-				curl_share_cleanup(c->shares[i]);
-	free(c->shares);
-	free(c->seeded);
-	c->shares = NULL;
-	c->seeded = NULL;
+	for (size_t i = 0; c->apps && i < c->cfg->napps; i++) {
+		for (size_t j = 0; j < c->apps[i].nseen; j++)
+			free(c->apps[i].seen[j]);
+		free(c->apps[i].seen);
+	}
+	free(c->apps);
+	c->apps = NULL;
 }
 
 int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
@@ -798,35 +955,26 @@ int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
 		return -ENOMEM;
 	c->cfg = cfg;
 	c->multi = curl_multi_init();
-	if (!c->multi) {
+	c->apps = calloc(cfg->napps ? cfg->napps : 1, sizeof(*c->apps));
+	if (!c->multi || !c->apps) {
+		if (c->multi)
+			curl_multi_cleanup(c->multi);
+		free(c->apps);
 		free(c);
 		return -ENOMEM;
 	}
 	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_conns + 2 * cfg->napps + 4));
-	c->shares = calloc(cfg->napps ? cfg->napps : 1, sizeof(*c->shares));
-	c->seeded = calloc(cfg->napps ? cfg->napps : 1, sizeof(*c->seeded));
-	if (!c->shares || !c->seeded) {
-		client_free_shares(c);
-		curl_multi_cleanup(c->multi);
-		free(c);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < cfg->napps; i++) {
-		c->shares[i] = curl_share_init();
-		if (!c->shares[i] ||
-		    curl_share_setopt(c->shares[i], CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
-			client_free_shares(c);
-			curl_multi_cleanup(c->multi);
-			free(c);
-			return -ENOMEM;
-		}
-	}
+	for (size_t i = 0; i < cfg->napps; i++)
+		if (cfg->apps[i]->instance)
+			snprintf(c->apps[i].view, sizeof(c->apps[i].view), "%s", cfg->apps[i]->instance);
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->inst_lock, NULL);
 	rc = pthread_create(&c->thread, NULL, transfer_main, c);
 	if (rc) {
-		client_free_shares(c);
+		client_free_apps(c);
 		curl_multi_cleanup(c->multi);
 		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->inst_lock);
 		free(c);
 		return -rc;
 	}
@@ -844,8 +992,9 @@ void kudu_client_free(struct kudu_client *c)
 	curl_multi_wakeup(c->multi);
 	pthread_join(c->thread, NULL);
 	curl_multi_cleanup(c->multi);
-	client_free_shares(c); /* the transfer thread has cleaned up every easy handle */
+	client_free_apps(c);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->inst_lock);
 	free(c);
 }
 
@@ -895,7 +1044,16 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 {
 	int rc = fetch_once(c, req);
 
-	if (rc == -EACCES && req->app->cred == KUDU_CRED_TOKEN && req->status == 401) {
+	if (rc == -EACCES && req->arm && req->status == 401) {
+		/* ARM tokens expire too (an hour from az): one fresh one, one more try */
+		char err[KUDU_ERRLEN];
+
+		if (kudu_app_refresh_arm_token(req->app, req->token_gen, err, sizeof(err)) == 0) {
+			kudu_request_reset(req);
+			req->attempts = 0;
+			rc = fetch_once(c, req);
+		}
+	} else if (rc == -EACCES && req->app->cred == KUDU_CRED_TOKEN && req->status == 401) {
 		/* bearer tokens expire: get a fresh one and try once more */
 		char err[KUDU_ERRLEN];
 
@@ -926,4 +1084,38 @@ int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char
 	*body = req.body;
 	*len = req.body_len;
 	return 0;
+}
+
+int kudu_client_view_instance(struct kudu_client *c, const struct kudu_app *app, char *buf,
+			      size_t len)
+{
+	struct client_app *ca = client_app_of(c, app);
+	int rc = -ENOENT;
+
+	if (!ca)
+		return rc;
+	pthread_mutex_lock(&c->inst_lock);
+	if (ca->view[0]) {
+		snprintf(buf, len, "%s", ca->view);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->inst_lock);
+	return rc;
+}
+
+size_t kudu_client_seen_instances(struct kudu_client *c, const struct kudu_app *app, char ***ids)
+{
+	struct client_app *ca = client_app_of(c, app);
+	size_t n = 0;
+
+	*ids = NULL;
+	if (!ca)
+		return 0;
+	pthread_mutex_lock(&c->inst_lock);
+	if (ca->nseen && (*ids = calloc(ca->nseen, sizeof(**ids))))
+		for (size_t i = 0; i < ca->nseen; i++)
+			if (((*ids)[n] = strdup(ca->seen[i])))
+				n++;
+	pthread_mutex_unlock(&c->inst_lock);
+	return n;
 }

@@ -77,14 +77,15 @@ static void app_free(struct kudu_app *app)
 	free(app->token_command);
 	free(app->netrc_file);
 	free(app->instance);
-	if (app->password) {
-		explicit_bzero(app->password, strlen(app->password));
-		free(app->password);
-	}
-	if (app->token) {
-		explicit_bzero(app->token, strlen(app->token));
-		free(app->token);
-	}
+	for (size_t i = 0; i < app->ninstances; i++)
+		free(app->instances[i]);
+	free(app->instances);
+	free(app->arm_resource);
+	free(app->arm_endpoint);
+	free(app->arm_token_command);
+	kudu_secret_free(app->password);
+	kudu_secret_free(app->token);
+	kudu_secret_free(app->arm_token);
 	pthread_mutex_destroy(&app->token_lock);
 	free(app);
 }
@@ -97,7 +98,16 @@ void kudu_config_free(struct kudu_config *cfg)
 	free(cfg->path);
 	free(cfg->cache_dir);
 	free(cfg->ca_file);
+	free(cfg->arm_endpoint);
 	memset(cfg, 0, sizeof(*cfg));
+}
+
+void kudu_secret_free(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
 }
 
 /* "~/x" → "$HOME/x"; everything else is copied. */
@@ -222,6 +232,26 @@ static int replace_str(char **dst, const char *value, bool path)
 	return 0;
 }
 
+/* The ARM token goes to this host: from the local config only, http(s), no
+ * credentials, query or fragment; "https://management.azure.com[/]". */
+static int set_arm_endpoint(char **dst, const char *where, const char *url, char *err, size_t errlen)
+{
+	size_t n;
+
+	if ((strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || strpbrk(url, "@?# \t")) {
+		set_err(err, errlen,
+			"arm_endpoint%s%s: '%s' must be an http(s)://host[:port] URL without credentials or query",
+			where[0] ? " of " : "", where, url);
+		return -EINVAL;
+	}
+	if (replace_str(dst, url, false) < 0)
+		return -ENOMEM;
+	n = strlen(*dst);
+	while (n > 0 && (*dst)[n - 1] == '/')
+		(*dst)[--n] = '\0';
+	return 0;
+}
+
 int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		    char *err, size_t errlen)
 {
@@ -265,6 +295,8 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 	}
 	if (!strcmp(key, "cache_dir"))
 		return replace_str(&cfg->cache_dir, value, true);
+	if (!strcmp(key, "arm_endpoint"))
+		return set_arm_endpoint(&cfg->arm_endpoint, "", value, err, errlen);
 	if (!strcmp(key, "ca_file"))
 		return replace_str(&cfg->ca_file, value, true);
 	if (!strcmp(key, "insecure")) {
@@ -332,19 +364,127 @@ static int set_url(struct kudu_app *app, const char *url, char *err, size_t errl
 }
 
 /* An App Service instance id (ARRAffinity value, 64 hex digits from
- * `az webapp list-instances`); it goes into a cookie, so no ';', ',' or spaces. */
+ * `az webapp list-instances`); it goes into a cookie and names a directory,
+ * so no ';', ',', spaces or '/'; "." and ".." are refused too. */
+bool kudu_instance_id_is_valid(const char *id)
+{
+	size_t n = id ? strlen(id) : 0;
+
+	return n > 0 && n < KUDU_INSTANCE_MAX && strcmp(id, ".") && strcmp(id, "..") &&
+	       strspn(id, "0123456789abcdefghijklmnopqrstuvwxyz"
+			  "ABCDEFGHIJKLMNOPQRSTUVWXYZ-_.") == n;
+}
+
 static int set_instance(struct kudu_app *app, const char *value, char *err, size_t errlen)
 {
-	size_t n = strlen(value);
-
-	if (n == 0 || n > 128 || strspn(value, "0123456789abcdefABCDEF"
-					   "ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ-_.") != n) {
+	if (!kudu_instance_id_is_valid(value)) {
 		set_err(err, errlen,
 			"instance of [app %s] must be an instance id (letters, digits, '-', '_', '.'; e.g. from az webapp list-instances)",
 			app->name);
 		return -EINVAL;
 	}
 	return replace_str(&app->instance, value, false);
+}
+
+/* instances = ID[, ID...]: commas and/or blanks between ids; a repeated id
+ * is listed once. Replaces an earlier instances line of the section. */
+static int set_instances(struct kudu_app *app, const char *value, char *err, size_t errlen)
+{
+	char *copy = strdup(value), *save = NULL;
+	char **ids = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		bool dup = false;
+		char **grown;
+
+		if (!kudu_instance_id_is_valid(tok)) {
+			set_err(err, errlen,
+				"instances of [app %s]: '%.140s' is not an instance id (letters, digits, '-', '_', '.'; e.g. from az webapp list-instances)",
+				app->name, tok);
+			rc = -EINVAL;
+			break;
+		}
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = !strcmp(ids[i], tok);
+		if (dup)
+			continue;
+		grown = realloc(ids, (n + 1) * sizeof(*ids));
+		if (!grown || !(grown[n] = strdup(tok))) {
+			if (grown)
+				ids = grown;
+			rc = -ENOMEM;
+			break;
+		}
+		ids = grown;
+		n++;
+	}
+	if (rc == 0 && n == 0) {
+		set_err(err, errlen, "instances of [app %s] is empty (list instance ids, separated by commas)",
+			app->name);
+		rc = -EINVAL;
+	}
+	free(copy);
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			free(ids[i]);
+		free(ids);
+		return rc;
+	}
+	for (size_t i = 0; i < app->ninstances; i++)
+		free(app->instances[i]);
+	free(app->instances);
+	app->instances = ids;
+	app->ninstances = n;
+	return 0;
+}
+
+/* Case-insensitive prefix match that advances *p past it. */
+static bool eat_ci(const char **p, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if (strncasecmp(*p, lit, n))
+		return false;
+	*p += n;
+	return true;
+}
+
+/* One path segment of an ARM id: non-empty, no '/', '?', '#', '%' or blanks. */
+static bool eat_segment(const char **p)
+{
+	size_t n = strcspn(*p, "/?#% \t\r\n");
+
+	if (n == 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/NAME[/slots/SLOT],
+ * the form `az webapp show --query id -o tsv` prints; it is pasted into a URL. */
+static int set_arm_resource(struct kudu_app *app, const char *value, char *err, size_t errlen)
+{
+	const char *p = value;
+	size_t n;
+
+	if (!(eat_ci(&p, "/subscriptions/") && eat_segment(&p) && eat_ci(&p, "/resourceGroups/") &&
+	      eat_segment(&p) && eat_ci(&p, "/providers/Microsoft.Web/sites/") && eat_segment(&p)) ||
+	    (*p && !(eat_ci(&p, "/slots/") && eat_segment(&p))) || (*p && strcmp(p, "/"))) {
+		set_err(err, errlen,
+			"arm_resource of [app %s] must be /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/NAME[/slots/SLOT] (az webapp show -g RG -n NAME --query id -o tsv)",
+			app->name);
+		return -EINVAL;
+	}
+	if (replace_str(&app->arm_resource, value, false) < 0)
+		return -ENOMEM;
+	n = strlen(app->arm_resource);
+	while (n > 0 && app->arm_resource[n - 1] == '/')
+		app->arm_resource[--n] = '\0';
+	return 0;
 }
 
 struct ini_ctx {
@@ -479,6 +619,18 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 			rc = replace_str(&app->netrc_file, value, true);
 		else if (!strcmp(name, "instance"))
 			rc = set_instance(app, value, err, sizeof(err));
+		else if (!strcmp(name, "instances"))
+			rc = set_instances(app, value, err, sizeof(err));
+		else if (!strcmp(name, "arm_resource")) {
+			rc = set_arm_resource(app, value, err, sizeof(err));
+			app->arm_resource_line = ctx->line;
+		} else if (!strcmp(name, "arm_endpoint")) {
+			char where[240];
+
+			snprintf(where, sizeof(where), "[app %s]", app->name);
+			rc = set_arm_endpoint(&app->arm_endpoint, where, value, err, sizeof(err));
+		} else if (!strcmp(name, "arm_token_command"))
+			rc = replace_str(&app->arm_token_command, value, false);
 		else if (!strcmp(name, "password")) {
 			snprintf(err, sizeof(err),
 				 "'password' is not allowed in the config; use password_file (mode 0600) or password_command");
@@ -870,13 +1022,60 @@ int kudu_app_refresh_token(struct kudu_app *app, char *err, size_t errlen)
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&app->token_lock);
-	if (app->token) {
-		explicit_bzero(app->token, strlen(app->token));
-		free(app->token);
-	}
+	kudu_secret_free(app->token);
 	app->token = tok;
+	app->token_gen++;
 	pthread_mutex_unlock(&app->token_lock);
 	return 0;
+}
+
+/* Without arm_token_command, ARM and Kudu share token_command's token (an
+ * ARM-audience token is accepted by both), so one refresh serves both. */
+int kudu_app_refresh_arm_token(struct kudu_app *app, unsigned gen, char *err, size_t errlen)
+{
+	const char *key = app->arm_token_command ? "arm_token_command" : "token_command";
+	const char *cmd = app->arm_token_command ? app->arm_token_command : app->token_command;
+	char **slot = app->arm_token_command ? &app->arm_token : &app->token;
+	unsigned *slot_gen = app->arm_token_command ? &app->arm_token_gen : &app->token_gen;
+	char *tok = NULL;
+	int rc;
+
+	if (!cmd) {
+		set_err(err, errlen, "app %s: no arm_token_command or token_command for ARM", app->name);
+		return -EACCES;
+	}
+	/* several requests got the same 401: the first one's refresh serves all */
+	pthread_mutex_lock(&app->token_lock);
+	rc = *slot && *slot_gen != gen;
+	pthread_mutex_unlock(&app->token_lock);
+	if (rc)
+		return 0;
+	rc = run_command(app, key, cmd, &tok, err, errlen);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&app->token_lock);
+	kudu_secret_free(*slot);
+	*slot = tok;
+	(*slot_gen)++;
+	pthread_mutex_unlock(&app->token_lock);
+	return 0;
+}
+
+char *kudu_app_bearer(struct kudu_app *app, bool arm, unsigned *gen)
+{
+	bool own = arm && app->arm_token_command;
+	char **slot = own ? &app->arm_token : &app->token;
+	char *h = NULL;
+
+	/* never runs a command: this is called on the transfer thread; the ARM
+	 * token is fetched by discovery (kudu_app_refresh_arm_token) first */
+	pthread_mutex_lock(&app->token_lock);
+	if (gen)
+		*gen = own ? app->arm_token_gen : app->token_gen;
+	if (*slot && asprintf(&h, "Authorization: Bearer %s", *slot) < 0)
+		h = NULL;
+	pthread_mutex_unlock(&app->token_lock);
+	return h;
 }
 
 static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err, size_t errlen)
@@ -893,6 +1092,16 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 		if (asprintf(&u, "https://%s.scm.azurewebsites.net", app->name) < 0)
 			return -ENOMEM;
 		app->url = u;
+	}
+	if (!app->arm_endpoint &&
+	    replace_str(&app->arm_endpoint, cfg->arm_endpoint ? cfg->arm_endpoint : KUDU_ARM_ENDPOINT_DEFAULT,
+			false) < 0)
+		return -ENOMEM;
+	if (app->arm_resource && !app->arm_token_command && !app->token_command) {
+		set_err(err, errlen,
+			"%s:%d: arm_resource of [app %s] needs a bearer token for ARM: set arm_token_command (e.g. az account get-access-token --query accessToken -o tsv) or token_command",
+			where, app->arm_resource_line, app->name);
+		return -EINVAL;
 	}
 	if (app->token_command) {
 		rc = kudu_app_refresh_token(app, err, errlen);

@@ -16,6 +16,11 @@
 #include <sys/types.h>
 
 #define KUDU_ERRLEN 512
+/* An App Service instance id (the ARRAffinity cookie value; 64 hex digits
+ * in practice) plus its NUL. */
+#define KUDU_INSTANCE_MAX 129
+#define KUDU_ARM_ENDPOINT_DEFAULT "https://management.azure.com"
+#define KUDU_ARM_API_VERSION "2024-11-01"
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -38,12 +43,23 @@ struct kudu_app {
 	int section_line;       /* line of [app NAME] in the config, 0 if none */
 	unsigned command_timeout; /* the config's, copied for token_command re-runs */
 
+	/* Scaled-out apps: how instances/ is filled (kudu/instances.c). */
+	char **instances;       /* `instances = ID, ...`: exactly these; NULL: discover */
+	size_t ninstances;
+	char *arm_resource;     /* /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/N[/slots/S] */
+	char *arm_endpoint;     /* effective after resolve: section, else [kudufs], else the default */
+	char *arm_token_command; /* NULL: token_command gives the ARM token too */
+	int arm_resource_line;  /* config line of arm_resource, for errors found after parsing */
+
 	enum kudu_cred_kind cred;
 	char cred_desc[160];    /* "password_file /x", "KUDUFS_USER/KUDUFS_PASSWORD", "~/.netrc" */
 	char *password;         /* resolved secret; never logged */
 
-	pthread_mutex_t token_lock; /* guards token */
+	pthread_mutex_t token_lock; /* guards token, token_gen, arm_token, arm_token_gen */
 	char *token;
+	unsigned token_gen;     /* bumped by every refresh, so N concurrent 401s re-run the command once */
+	char *arm_token;        /* from arm_token_command; unused (NULL) when that is unset */
+	unsigned arm_token_gen;
 };
 
 struct kudu_config {
@@ -58,6 +74,7 @@ struct kudu_config {
 	unsigned command_timeout; /* password_command/token_command run limit, 0: none */
 	bool insecure;
 	char *ca_file;
+	char *arm_endpoint;      /* [kudufs] arm_endpoint, NULL: KUDU_ARM_ENDPOINT_DEFAULT */
 	int debug;
 
 	struct kudu_app **apps;
@@ -81,6 +98,17 @@ char *kudu_config_default_path(void);
 int kudu_config_resolve_credentials(struct kudu_config *cfg, char *err, size_t errlen);
 /* Re-run token_command of an app (after a 401). */
 int kudu_app_refresh_token(struct kudu_app *app, char *err, size_t errlen);
+/* Re-run the ARM token command (arm_token_command, else token_command),
+ * unless another thread did since the caller read *gen (the generation of the
+ * token it sent; see kudu_app_bearer). */
+int kudu_app_refresh_arm_token(struct kudu_app *app, unsigned gen, char *err, size_t errlen);
+/* "Authorization: Bearer ..." for Kudu (arm=false) or ARM (arm=true), fetching
+ * the ARM token on first use; *gen gets the token's generation. NULL: no token. */
+char *kudu_app_bearer(struct kudu_app *app, bool arm, unsigned *gen);
+/* Free a string holding a secret, wiping it first. */
+void kudu_secret_free(char *s);
+/* An instance id as it may go into a cookie and a path: 1..128 of [A-Za-z0-9._-]. */
+bool kudu_instance_id_is_valid(const char *id);
 
 int kudu_parse_size(const char *s, uint64_t *out);
 bool kudu_name_is_valid(const char *name);
@@ -120,6 +148,12 @@ struct kudu_request {
 	struct kudu_app *app;
 	enum kudu_req_kind kind;
 	char url[1024];
+	/* Pinned to one instance: sent as the only cookie, and a response that
+	 * names another instance in Set-Cookie is discarded (err -ENOENT,
+	 * rerouted, served_by the other one). "": the app-level view, pinned to
+	 * the client's current instance of the app. */
+	char instance[KUDU_INSTANCE_MAX];
+	bool arm;                   /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
 	int fd;                     /* KUDU_REQ_DUMP: body is pwrite()n here */
 	kudu_progress_fn on_progress;
 	kudu_done_fn on_done;       /* transfer thread; may free the request */
@@ -137,6 +171,9 @@ struct kudu_request {
 	char content_type[128];     /* media type, lower-cased, no parameters; "" if none */
 	char errmsg[KUDU_ERRLEN];
 	int attempts;
+	char served_by[KUDU_INSTANCE_MAX]; /* the instance that answered, "" if the server named none */
+	bool rerouted;              /* pinned, but the front end routed it to served_by */
+	unsigned token_gen;         /* generation of the bearer token sent */
 
 	/* private to the client */
 	void *priv;                 /* struct xfer while on the wire */
@@ -160,6 +197,49 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req);
 /* GET url, return the JSON body (caller frees). */
 int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url,
 			 char **body, size_t *len, char *err, size_t errlen);
+/* The instance the app-level view is on now (`instance =`, else the first
+ * the front end named, following a moved pin); -ENOENT while unknown. */
+int kudu_client_view_instance(struct kudu_client *c, const struct kudu_app *app, char *buf,
+			      size_t len);
+/* Every instance id the front end has named for the app in Set-Cookie so
+ * far (at most KUDU_SEEN_MAX), malloc'd; returns how many. */
+#define KUDU_SEEN_MAX 256
+size_t kudu_client_seen_instances(struct kudu_client *c, const struct kudu_app *app, char ***ids);
 double kudu_now(void);
+
+/* ---- instances of a scaled-out app (kudu/instances.c) ----------------- */
+
+/* How an app's instance list was found, first that applies: the config's
+ * `instances =`, ARM (arm_resource), Kudu's /instance/all, else the ids the
+ * front end has named in Set-Cookie so far. */
+enum kudu_inst_source { KUDU_INST_CONFIG, KUDU_INST_ARM, KUDU_INST_KUDU, KUDU_INST_SEEN };
+
+struct kudu_instances {
+	char **ids;             /* valid instance ids, no duplicates, in the server's order */
+	size_t n;
+	enum kudu_inst_source source;
+	char why[KUDU_ERRLEN];  /* which discovery failed and why, when a fallback answered; "" else */
+};
+
+void kudu_instances_free(struct kudu_instances *l);
+/* "config", "ARM", "Kudu", "seen" */
+const char *kudu_instances_source_name(enum kudu_inst_source s);
+/* Append id unless listed; -EINVAL (nothing added) if it is no instance id. */
+int kudu_instances_add(struct kudu_instances *l, const char *id);
+/* One page of ARM's WebApps_ListInstanceIdentifiers: ids from each item's
+ * name; *next_link gets nextLink (malloc'd) or NULL on the last page. */
+int kudu_instances_parse_arm(struct kudu_instances *l, const char *body, size_t len,
+			     char **next_link, char *err, size_t errlen);
+/* Kudu's /instance/all: a JSON array of instance-id strings. */
+int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t len,
+			     char *err, size_t errlen);
+int kudu_url_arm_instances(const struct kudu_app *app, char *buf, size_t len);
+int kudu_url_instance_all(const struct kudu_app *app, char *buf, size_t len);
+/* Find the app's instances (network requests; call from a thread that may
+ * wait). 0 with *out filled (out->why says what failed, if a fallback
+ * answered), or -EACCES when the configured ARM or Kudu refused the
+ * credentials (err says which, never with the secret). */
+int kudu_instances_discover(struct kudu_client *c, struct kudu_app *app,
+			    struct kudu_instances *out, char *err, size_t errlen);
 
 #endif
