@@ -6,6 +6,13 @@
         emu.stats()["sites"]["demo"]["dump"]
         emu.digest("demo", 4292, 1)           # {"sha256", "md5", "md5_b64", "size", ...}
 
+    with Emulator(instances=3, arm_token="t") as emu:   # every site scaled out to 3 instances
+        ids = emu.instances("demo")["live"]
+        emu.digest("demo", 4292, 1, instance=ids[1])
+        emu.remove_instance("demo", ids[1]); emu.add_instance("demo", ids[1])
+        emu.arm_resource("demo")              # /subscriptions/.../sites/demo (arm_endpoint: emu.base)
+        emu.set_arm_token("new")              # the old token now gets 401
+
 Standard library only (urllib)."""
 import json
 import os
@@ -30,8 +37,12 @@ class EmulatorError(RuntimeError):
 
 class Emulator:
     def __init__(self, spec=None, user=None, password=None, token=None, verbose=False,
-                 host="127.0.0.1", port=0):
+                 host="127.0.0.1", port=0, instances=None, arm_token=None):
         self.spec = dict(spec or {})
+        if instances is not None:
+            self.spec["instances"] = instances
+        if arm_token is not None:
+            self.spec["arm_token"] = arm_token
         if user is not None:
             self.spec["user"] = user
         if password is not None:
@@ -157,8 +168,40 @@ class Emulator:
     def set_site(self, name, spec):
         return self._call("POST", "site", spec or {}, name=name)
 
-    def kill(self, site, pid):
-        return self._call("POST", "kill", site=site, pid=pid)
+    def kill(self, site, pid, instance=None):
+        """Remove a process (on one instance, or on every instance that has it)."""
+        return self._call("POST", "kill", site=site, pid=pid, instance=instance)
 
-    def digest(self, site, pid, type=1, size=None):
-        return self._call("GET", "digest", site=site, pid=pid, type=type, size=size)
+    def digest(self, site, pid, type=1, size=None, instance=None):
+        return self._call("GET", "digest", site=site, pid=pid, type=type, size=size,
+                          instance=instance)
+
+    # -------------------------------------------------------------- instances and ARM
+    def instances(self, site="demo"):
+        """{"site", "live": [ids], "removed": [ids], "machines": {id: machine name}}"""
+        return self._call("GET", "instances", site=site)
+
+    def remove_instance(self, site, instance_id):
+        return self._call("POST", "instance", site=site, id=instance_id, action="remove")
+
+    def add_instance(self, site, instance_id=None):
+        """Restore a removed instance, or add a new one (id default: the next deterministic one)."""
+        return self._call("POST", "instance", site=site, id=instance_id, action="add")
+
+    def set_arm_token(self, token):
+        """The bearer token the ARM route accepts from now on (None: none is accepted)."""
+        return self._call("POST", "arm_token", {"token": token})
+
+    def arm_resource(self, site, subscription="00000000-0000-0000-0000-000000000000",
+                     group="rg", slot=None):
+        """An ARM resource id the emulator's ARM route serves for `site` (its arm_name)."""
+        out = "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Web/sites/%s" % (
+            subscription, group, urllib.parse.quote(site, safe=""))
+        if slot is not None:
+            out += "/slots/" + urllib.parse.quote(slot, safe="")
+        return out
+
+    @property
+    def arm_endpoint(self):
+        """What kudufs's arm_endpoint must be set to: the emulator's base URL."""
+        return self.base

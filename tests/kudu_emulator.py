@@ -2,10 +2,12 @@
 """Kudu (Azure App Service SCM) process API emulator, Python 3 standard library only.
 
     python3 tests/kudu_emulator.py [--host 127.0.0.1] [--port 0] [--spec FILE_OR_INLINE_JSON]
-                                   [--user U] [--password P] [--token T] [--verbose]
+                                   [--user U] [--password P] [--token T] [--instances N]
+                                   [--verbose]
 
 Prints exactly one line "kudu-emulator listening on http://HOST:PORT" on stdout once it
-accepts connections; stops cleanly on SIGTERM/SIGINT.
+accepts connections; stops cleanly on SIGTERM/SIGINT. --user/--password/--token/--instances
+set the top-level spec keys of the same names.
 
 Behaviour follows shared/kudu-api.md:
   * every site is served under /<site>/api/processes..., the first site also at the root;
@@ -17,19 +19,37 @@ Behaviour follows shared/kudu-api.md:
     seconds, nothing sent), then streamed with Content-Length. format=zip answers a real
     (stored, zip64, data-descriptor) zip holding minidump.dmp, chunked, no Content-Length.
   * Kudu's fixed-file race: a second dump of a site while one is in progress gets 500
-    "...being used by another process." and the earlier one is cut.
+    "...being used by another process." and the earlier one is cut. The file is per SITE,
+    shared by all its instances (%HOME% is common to them).
   * Basic auth, or Bearer when a token is configured; else 401 + WWW-Authenticate.
 
-Dump bodies are deterministic: a 1 MiB pattern block per (site, pid, dumpType) from
-shake_256(sha256 seed); chunk i (1 MiB) = 8-byte big-endian i + block[8:], except that
+Dump bodies are deterministic: a 1 MiB pattern block per (site, [instance,] pid, dumpType)
+from shake_256(sha256 seed); chunk i (1 MiB) = 8-byte big-endian i + block[8:], except that
 chunk 0 starts with the minidump header b"MDMP\\x93\\xa7\\x00\\x00" instead of its index.
-The last chunk is truncated to the size. expected_digest() uses the same generator.
+The last chunk is truncated to the size. expected_digest(site, pid, type, size, instance=None)
+uses the same generator; the instance id is part of the seed only on sites with configured
+instances (without, the bodies are the same as before instances existed).
 
-Spec (JSON, all optional): {"user", "password", "token", "faults": [...], "sites": {NAME: {
-  "sku", "instance", "machine", "mini_size", "full_size", "dump_delay", "release_on_disconnect",
-  "user", "password", "token", "count", "name",
-  "processes": [{"name", "pid", "scm", "mini_size", "full_size", "user_name", "dump_error",
-                 "details": {extra/overriding detail fields}}]}}}
+Spec (JSON, all optional):
+  {"user", "password", "token",          Kudu credentials (Basic user/password; Bearer token)
+   "instances": N | [ids],               default instances of every site (--instances N)
+   "arm_token": T,                       Bearer token of the ARM route (default: "token";
+                                         none: every ARM request is 401)
+   "arm_page_size": 2,                   ARM instance-list page size
+   "gzip_json": false, "faults": [...],
+   "sites": {NAME: {
+     "sku", "mini_size", "full_size", "dump_delay", "release_on_disconnect",
+     "user", "password", "token", "count", "name",
+     "instance", "machine",              id/machine name of the single implicit instance
+                                         (only without "instances")
+     "instances": N | [ids],             this site's instances (wins over the top-level key)
+     "routing": "round_robin",           no/unknown cookie goes to: round_robin|random|first
+     "arm_name": NAME,                   the ARM name: "APP" or "APP/slots/SLOT" (default: NAME;
+                                         ARM .../sites/APP/slots/SLOT also finds site "APP-SLOT")
+     "arm_page_size": N,
+     "processes": [{"name", "pid", "scm", "mini_size", "full_size", "user_name", "dump_error",
+                    "instances": [index or id, ...]  (only on these instances; default all),
+                    "details": {extra/overriding detail fields}}]}}}
 Default: one site "demo" (user demo, password demo-secret-pw) with an SCM w3wp 4100, the
 site's w3wp 4292, dotnet 5012 and php-cgi 6240; mini dumps 4 MiB, full dumps 64 MiB.
 dumpType 2 uses full_size, every other dumpType mini_size.
@@ -38,27 +58,76 @@ A client that gives up during the "writing" phase does not free the site (Kudu's
 MiniDumpWriteDump goes on): a new dump in that window conflicts. "release_on_disconnect":
 true on a site frees it as soon as the waiting client disconnects.
 
-ARR's instance pinning: API responses carry "Set-Cookie: ARRAffinity=<site instance>;Path=/;HttpOnly"
-unless the request already sent that cookie; stats()["sites"][S]["affinity"] lists, per counted
-request in arrival order, [route, ARRAffinity value received or null] (the last 1000).
+Instances (shared/kudu-api.md §4, §6). Without "instances" a site has one implicit instance
+(id "instance" or a derived one, machine "machine"), as before. With N, instance i has the
+id sha256("SITE:i") (64 lowercase hex digits) and the machine name "RD" + the id's first 12
+hex digits in upper case. Each instance has its own process table: by default w3wp 4100
+(SCM), w3wp 4292 and php-cgi 6240 on every instance (equal pids, different details:
+machineName, working_set and other memory, start_time, cpu times, handle_count,
+WEBSITE_INSTANCE_ID/COMPUTERNAME in environment_variables), and dotnet 5012 + 4*i (unique).
+"processes"/"count" give every instance the same pids (restrict with a process's "instances").
+ARR routing: "Cookie: ARRAffinity=<id>" of a live instance goes there, with no Set-Cookie.
+No cookie, or one naming an unknown or removed instance, goes to a live instance (routing)
+answered with "Set-Cookie: ARRAffinity=<that id>;Path=/;HttpOnly". No live instance: 503.
+  GET [/<site>]/instance/all (Kudu auth) -> JSON array of the live ids.
+  GET /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/NAME[/slots/SLOT]
+      /instances[/ID]?api-version=V  (ARM, on the same server): "Authorization: Bearer
+      <arm_token>" else 401 {"error": {"code": "InvalidAuthenticationToken"|
+      "AuthenticationFailed", ...}} + WWW-Authenticate: Bearer ...; no api-version: 400
+      MissingApiVersionParameter; unknown site: 404 ResourceNotFound. Body {"value": [{"id":
+      ".../instances/ID", "name": ID, "type": "Microsoft.Web/sites/instances" (slots:
+      "Microsoft.Web/sites/slots/instances"), "properties": {"state": "READY",
+      "siteInstanceName": ID}}], "nextLink": "http://HOST/...&%24skiptoken=K"} (nextLink absent
+      on the last page; live instances only).
 
 "gzip_json": true (top level) gzips JSON responses for clients that send Accept-Encoding: gzip,
 with Content-Length the compressed size, as IIS's dynamic compression does.
 
-Faults: {"route": "list|details|dump|other|any", "site", "pid", "dump_type", "count",
+Faults: {"route": "list|details|dump|other|instance_all|arm|any", "site", "instance", "pid",
+  "dump_type", "count",
   "kind": "latency" (seconds) | "slow_dump" (seconds) | "stall" (after_bytes, seconds,
   close: false|true|"reset") | "reset" (after_bytes) | "short" (after_bytes) |
   "status" (status, retry_after, reason, message | body, content_type) | "malformed" (body) |
   "frontend_timeout" (status=500, reason: App Service's ~230 s cut, an IIS HTML page, not Kudu JSON)}
+  "instance" matches the instance a request was routed to; "instance_all" is GET
+  /instance/all, "arm" the ARM instances route (both also matched by "any").
 
 Control routes (no auth, never counted in stats), JSON:
   GET /_emulator/health | /_emulator/stats | /_emulator/spec | /_emulator/faults
-  GET /_emulator/digest?site=S&pid=P&type=T[&size=N] -> {sha256, md5, md5_b64, size, ...}
+  GET /_emulator/digest?site=S&pid=P&type=T[&size=N][&instance=ID]
+                                   -> {sha256, md5, md5_b64, size, site, pid, type, instance}
+                                   (no instance=: the site's first instance)
   POST /_emulator/reset            zero counters, clear faults
   POST /_emulator/faults           body: a fault or a list of faults (added)
   DELETE /_emulator/faults         clear faults
   POST /_emulator/site?name=S      body: a site spec (replaces or adds the site)
-  POST /_emulator/kill?site=S&pid=P  remove a process (then 404)
+  POST /_emulator/kill?site=S&pid=P[&instance=ID]  remove a process (then 404); without
+                                   instance= on every instance that has it
+  GET  /_emulator/instances?site=S -> {"site", "live": [ids], "removed": [ids],
+                                   "machines": {id: machine name}}
+  POST /_emulator/instance?site=S&id=ID&action=remove|add  remove (its cookie then routes
+                                   elsewhere with a new Set-Cookie) or restore an instance;
+                                   add with an unknown or no id creates one (no id: the next
+                                   deterministic one) -> {"ok", "id", "live": [ids]}
+  POST /_emulator/arm_token        body {"token": T} (or ?token=T): the ARM token accepted from
+                                   now on (null: none); the old one gets 401
+
+Stats (GET /_emulator/stats):
+  {"requests": {"list", "details", "dump", "other"}   (Kudu requests; /instance/all is "other"),
+   "peak_concurrent", "current", "dump_conflicts", "unauthorized", "dump_bytes",
+   "arm": {"requests", "unauthorized", "bad_request", "not_found"}, "arm_token_set",
+   "faults": [...],
+   "sites": {S: {"list", "details", "dump", "other", "instance_all", "arm_instances" (ARM pages
+       served), "dump_peak" = "dump_max_concurrent" (most dump requests of the site in flight
+       at once, across its instances), "dump_current", "dump_conflicts", "dumps_by_key":
+       {"PID/TYPE": n}, "dump_bytes",
+       "affinity": [[route, ARRAffinity received or null]]           (last 1000),
+       "routing": [[route, ARRAffinity received, instance served, Set-Cookie sent]] (last 1000),
+       "dump_intervals": [{"instance", "pid", "type", "start", "end" (epoch seconds; end is
+           when the last bytes were about to go out, or the request ended), "status" (null:
+           cut before headers), "bytes", "complete"}]                  (last 10000),
+       "instances": {ID: {"list", "details", "dump", "other", "instance_all", "dumps_by_key",
+           "dump_bytes", "live", "machine", "index"}}}}}
 """
 import argparse
 import base64
@@ -66,6 +135,7 @@ import binascii
 import gzip
 import hashlib
 import json
+import random
 import select
 import signal
 import socket
@@ -84,6 +154,7 @@ DEFAULT_USER = "demo"
 DEFAULT_PASSWORD = "demo-secret-pw"
 API_BASES = (("api", "processes"), ("api", "diagnostics", "processes"), ("diagnostics", "processes"))
 ROUTES = ("list", "details", "dump", "other")
+FAULT_ROUTES = ("list", "details", "dump", "other", "instance_all", "arm", "any")
 FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed",
                "frontend_timeout")
 CONFLICT_MSG = ("The process cannot access the file 'C:\\home\\LogFiles\\minidump\\minidump.dmp' "
@@ -112,13 +183,17 @@ _block_cache = {}
 _block_lock = threading.Lock()
 
 
-def pattern_block(site, pid, dump_type):
-    """The 1 MiB pattern block of one (site, pid, dumpType)."""
-    key = (str(site), int(pid), int(dump_type))
+def pattern_block(site, pid, dump_type, instance=None):
+    """The 1 MiB pattern block of one (site, [instance,] pid, dump type)."""
+    key = (str(site), instance, int(pid), dump_type)
     with _block_lock:
         b = _block_cache.get(key)
     if b is None:
-        seed = hashlib.sha256(("kudu-emulator/%s/%d/%d" % key).encode()).digest()
+        if instance is None:
+            text = "kudu-emulator/%s/%d/%s" % (key[0], key[2], key[3])
+        else:
+            text = "kudu-emulator/%s/%s/%d/%s" % key
+        seed = hashlib.sha256(text.encode()).digest()
         b = hashlib.shake_256(seed).digest(CHUNK)
         with _block_lock:
             if len(_block_cache) > 64:
@@ -127,10 +202,10 @@ def pattern_block(site, pid, dump_type):
     return b
 
 
-def iter_dump(site, pid, dump_type, size, start=0):
+def iter_dump(site, pid, dump_type, size, start=0, instance=None):
     """Yield memoryviews of the dump body from byte `start`. Reuses one buffer: consume each
     view before asking for the next one."""
-    block = pattern_block(site, pid, dump_type)
+    block = pattern_block(site, pid, dump_type, instance)
     buf = bytearray(block)
     mv = memoryview(buf)
     idx, off = divmod(start, CHUNK)
@@ -146,9 +221,9 @@ def iter_dump(site, pid, dump_type, size, start=0):
         idx += 1
 
 
-def _hash_dump(site, pid, dump_type, size, algo):
+def _hash_dump(site, pid, dump_type, size, algo, instance=None):
     h = hashlib.new(algo)
-    for piece in iter_dump(site, pid, dump_type, size):
+    for piece in iter_dump(site, pid, dump_type, size, instance=instance):
         h.update(piece)
     return h
 
@@ -156,16 +231,17 @@ def _hash_dump(site, pid, dump_type, size, algo):
 _digest_cache = {}
 
 
-def expected_digests(site, pid, dump_type, size):
+def expected_digests(site, pid, dump_type, size, instance=None):
     """(sha256 hex, md5 hex, size) of the dump body; md5 and sha256 run in parallel threads
-    (hashlib releases the GIL)."""
-    key = (str(site), int(pid), int(dump_type), int(size))
+    (hashlib releases the GIL). instance: the instance id of a site with configured
+    instances (None for a site without)."""
+    key = (str(site), int(pid), dump_type, int(size), instance)
     if key in _digest_cache:
         return _digest_cache[key]
     res = {}
 
     def run(algo):
-        res[algo] = _hash_dump(site, pid, dump_type, size, algo).hexdigest()
+        res[algo] = _hash_dump(site, pid, dump_type, size, algo, instance).hexdigest()
     t = threading.Thread(target=run, args=("md5",))
     t.start()
     run("sha256")
@@ -175,9 +251,9 @@ def expected_digests(site, pid, dump_type, size):
     return out
 
 
-def expected_digest(site, pid, dump_type, size):
+def expected_digest(site, pid, dump_type, size, instance=None):
     """(sha256 hex, size) of the body the emulator sends for that dump."""
-    sha, _md5, size = expected_digests(site, pid, dump_type, size)
+    sha, _md5, size = expected_digests(site, pid, dump_type, size, instance)
     return sha, size
 
 
@@ -207,10 +283,13 @@ def timespan(secs):
     return ("-" if neg else "") + out
 
 
-def default_processes():
+def default_processes(index=0):
+    """Every instance runs the same process names. 4100, 4292 and 6240 are the same pids on
+    every instance (with different details); dotnet's pid differs per instance (5012 on the
+    first, as always)."""
     return [{"name": "w3wp", "pid": 4100, "scm": True},
             {"name": "w3wp", "pid": 4292},
-            {"name": "dotnet", "pid": 5012},
+            {"name": "dotnet", "pid": 5012 + 4 * index},
             {"name": "php-cgi", "pid": 6240}]
 
 
@@ -227,25 +306,28 @@ def generated_processes(count, name=None):
     return procs
 
 
-class Site:
-    def __init__(self, name, spec):
-        spec = dict(spec or {})
-        self.name = name
-        self.spec = spec
-        self.sku = spec.get("sku", "Standard")
-        self.instance = str(spec.get("instance") or _derive(name, 64))
-        self.machine = str(spec.get("machine") or ("RD" + _derive("m/" + name, 10).upper()))
-        self.mini_size = int(spec.get("mini_size", 4 << 20))
-        self.full_size = int(spec.get("full_size", 64 << 20))
-        self.dump_delay = float(spec.get("dump_delay", 0.05))
-        self.release_on_disconnect = bool(spec.get("release_on_disconnect", False))
-        self.user = spec.get("user")
-        self.password = spec.get("password")
-        self.token = spec.get("token")
+def instance_id(site, index):
+    """The deterministic id of a site's index-th instance: 64 lowercase hex digits."""
+    return hashlib.sha256(("%s:%d" % (site, index)).encode()).hexdigest()
+
+
+class Instance:
+    """One worker of a site: its own process table and machine name. `seed` is what goes into
+    the dump bodies' seed (None for a site without configured instances: the bodies are then
+    the same as before instances existed)."""
+
+    def __init__(self, site, iid, index, machine, seed):
+        self.site = site
+        self.id = iid
+        self.index = index
+        self.machine = machine
+        self.seed = seed
+        self.live = True
+        spec = site.spec
         if "processes" in spec:
             procs = [dict(p) for p in spec["processes"]]
         elif "count" not in spec:
-            procs = default_processes()
+            procs = default_processes(index)
         else:
             procs = []
         if "count" in spec:
@@ -254,6 +336,9 @@ class Site:
             procs += [p for p in gen[len(procs):] if p["pid"] not in have]
         self.procs = {}
         for p in procs:
+            only = p.get("instances")
+            if only is not None and index not in only and iid not in only:
+                continue
             p["pid"] = int(p["pid"])
             p["name"] = str(p.get("name", "w3wp"))
             self.procs[p["pid"]] = p
@@ -290,26 +375,18 @@ class Site:
             return self.site_proc()
         return self.procs.get(pid)
 
-    def dump_size(self, proc, dump_type):
-        if dump_type == 2:
-            return int(proc.get("full_size", self.full_size))
-        return int(proc.get("mini_size", self.mini_size))
-
-    def user_name(self, proc):
-        if "user_name" in proc:
-            return proc["user_name"]
-        return "IIS APPPOOL\\" + ("~1" if proc.get("scm") else "") + self.name
-
     def list_item(self, proc, base):
         item = {"id": proc["pid"], "name": proc["name"], "machineName": self.machine,
                 "href": "%s/%d" % (base, proc["pid"])}
-        un = self.user_name(proc)
+        un = self.site.user_name(proc)
         if un is not None:
             item["user_name"] = un
         return item
 
     def detail(self, proc, base, href):
+        site = self.site
         pid = proc["pid"]
+        k = self.index  # per-instance variation of the same pid (0: as before instances)
         site_w3wp = self.site_proc()
         is_w3wp = proc["name"].lower() == "w3wp"
         if is_w3wp or site_w3wp is None or site_w3wp is proc:
@@ -320,13 +397,14 @@ class Site:
         if site_w3wp is proc:
             children = ["%s/%d" % (base, p["pid"]) for p in self.procs.values()
                         if p["name"].lower() != "w3wp" and p is not proc]
-        start = BASE_TIME - timedelta(seconds=pid % 86400, microseconds=pid * 7 % 1000000)
+        start = BASE_TIME - timedelta(seconds=pid % 86400 + 3631 * k, microseconds=pid * 7 % 1000000)
         tids = [pid * 4 + 4, pid * 4 + 8, pid * 4 + 12]
         scm = bool(proc.get("scm"))
         exe = {"w3wp": r"D:\Windows\SysWOW64\inetsrv\w3wp.exe",
                "dotnet": r"D:\Program Files\dotnet\dotnet.exe",
                "php-cgi": r"D:\Program Files (x86)\PHP\v8.0\php-cgi.exe"}.get(
             proc["name"], "D:\\home\\site\\wwwroot\\%s.exe" % proc["name"])
+        mb = 1024 * 1024
         d = {
             "id": pid, "name": proc["name"], "href": href,
             "minidump": href + "/dump",
@@ -338,28 +416,28 @@ class Site:
                          "file_version": "10.0.20348.2849",
                          "href": href + "/modules/7ffb5c3d0000"}],
             "file_name": exe,
-            "command_line": "%s -ap \"%s%s\"" % (exe, "~1" if scm else "", self.name) if is_w3wp else exe,
-            "user_name": self.user_name(proc),
-            "handle_count": 400 + pid % 500,
+            "command_line": "%s -ap \"%s%s\"" % (exe, "~1" if scm else "", site.name) if is_w3wp else exe,
+            "user_name": site.user_name(proc),
+            "handle_count": 400 + pid % 500 + 13 * k,
             "module_count": 1,
             "thread_count": len(tids),
             "start_time": iso(start),
-            "total_cpu_time": timespan(3.125 + pid % 7),
-            "user_cpu_time": timespan(2.5 + pid % 5),
-            "privileged_cpu_time": timespan(0.625),
-            "working_set": 150 * 1024 * 1024 + pid * 4096,
-            "peak_working_set": 180 * 1024 * 1024 + pid * 4096,
-            "private_memory": 120 * 1024 * 1024 + pid * 4096,
-            "virtual_memory": 2 * 1024 ** 4 + pid * 65536,
-            "peak_virtual_memory": 2 * 1024 ** 4 + pid * 65536 + (1 << 26),
+            "total_cpu_time": timespan(3.125 + pid % 7 + 1.5 * k),
+            "user_cpu_time": timespan(2.5 + pid % 5 + k),
+            "privileged_cpu_time": timespan(0.625 + 0.5 * k),
+            "working_set": 150 * mb + pid * 4096 + 7 * mb * k,
+            "peak_working_set": 180 * mb + pid * 4096 + 9 * mb * k,
+            "private_memory": 120 * mb + pid * 4096 + 5 * mb * k,
+            "virtual_memory": 2 * 1024 ** 4 + pid * 65536 + 64 * mb * k,
+            "peak_virtual_memory": 2 * 1024 ** 4 + pid * 65536 + (1 << 26) + 64 * mb * k,
             "paged_system_memory": 512 * 1024,
             "non_paged_system_memory": 64 * 1024,
-            "paged_memory": 120 * 1024 * 1024 + pid * 4096,
-            "peak_paged_memory": 130 * 1024 * 1024 + pid * 4096,
+            "paged_memory": 120 * mb + pid * 4096 + 5 * mb * k,
+            "peak_paged_memory": 130 * mb + pid * 4096 + 5 * mb * k,
             "time_stamp": iso(datetime.now(timezone.utc)),
-            "environment_variables": {"APP_POOL_ID": ("~1" if scm else "") + self.name,
-                                      "WEBSITE_SITE_NAME": self.name,
-                                      "WEBSITE_INSTANCE_ID": self.instance,
+            "environment_variables": {"APP_POOL_ID": ("~1" if scm else "") + site.name,
+                                      "WEBSITE_SITE_NAME": site.name,
+                                      "WEBSITE_INSTANCE_ID": self.id,
                                       "COMPUTERNAME": self.machine},
             "is_profile_running": False,
             "is_iis_profile_running": False,
@@ -377,6 +455,102 @@ class Site:
         return out
 
 
+class Site:
+    def __init__(self, name, spec, default_instances=None):
+        spec = dict(spec or {})
+        self.name = name
+        self.spec = spec
+        self.sku = spec.get("sku", "Standard")
+        self.mini_size = int(spec.get("mini_size", 4 << 20))
+        self.full_size = int(spec.get("full_size", 64 << 20))
+        self.dump_delay = float(spec.get("dump_delay", 0.05))
+        self.release_on_disconnect = bool(spec.get("release_on_disconnect", False))
+        self.user = spec.get("user")
+        self.password = spec.get("password")
+        self.token = spec.get("token")
+        self.arm_name = str(spec.get("arm_name") or name)
+        self.routing = spec.get("routing", "round_robin")
+        self._rr = 0
+        want = spec.get("instances", default_instances)
+        self.instances = []
+        if want is None:
+            # today's single implicit instance
+            iid = str(spec.get("instance") or _derive(name, 64))
+            machine = str(spec.get("machine") or ("RD" + _derive("m/" + name, 10).upper()))
+            self.instances.append(Instance(self, iid, 0, machine, None))
+        else:
+            ids = ([str(i) for i in want] if isinstance(want, list)
+                   else [instance_id(name, i) for i in range(int(want))])
+            for i, iid in enumerate(ids):
+                self.add_instance(iid)
+
+    def add_instance(self, iid=None):
+        """A new instance (index = how many the site has had); its id defaults to the
+        deterministic one. Caller holds the state lock once the server runs."""
+        index = len(self.instances)
+        iid = str(iid or instance_id(self.name, index))
+        inst = Instance(self, iid, index, "RD" + iid[:12].upper(), iid)
+        self.instances.append(inst)
+        return inst
+
+    def instance_by_id(self, iid):
+        for inst in self.instances:
+            if inst.id == iid:
+                return inst
+        return None
+
+    def live_instances(self):
+        return [i for i in self.instances if i.live]
+
+    def route(self, affinity):
+        """ARR: (instance, True when the response must carry a new ARRAffinity cookie).
+        A cookie naming a live instance goes there; none, or one naming an unknown or removed
+        instance, goes to a live one picked by `routing` (round_robin|random|first).
+        (None, False) when no instance is live. Caller holds the state lock."""
+        if affinity is not None:
+            inst = self.instance_by_id(affinity)
+            if inst is not None and inst.live:
+                return inst, False
+        live = self.live_instances()
+        if not live:
+            return None, False
+        if self.routing == "first":
+            inst = live[0]
+        elif self.routing == "random":
+            inst = random.choice(live)
+        else:
+            inst = live[self._rr % len(live)]
+            self._rr += 1
+        return inst, True
+
+    @property
+    def first(self):
+        return self.instances[0]
+
+    # the first instance's view, kept for callers written before instances existed
+    @property
+    def instance(self):
+        return self.first.id
+
+    @property
+    def machine(self):
+        return self.first.machine
+
+    @property
+    def procs(self):
+        return self.first.procs
+
+    def dump_size(self, proc, dump_type):
+        if dump_type == 2:
+            return int(proc.get("full_size", self.full_size))
+        return int(proc.get("mini_size", self.mini_size))
+
+    def user_name(self, proc):
+        if "user_name" in proc:
+            return proc["user_name"]
+        return "IIS APPPOOL\\" + ("~1" if proc.get("scm") else "") + self.name
+
+
 # --------------------------------------------------------------------------- state
 
 class State:
@@ -387,10 +561,13 @@ class State:
         self.password = spec.get("password", DEFAULT_PASSWORD)
         self.token = spec.get("token")
         self.gzip_json = bool(spec.get("gzip_json", False))
+        self.instances = spec.get("instances")  # default for every site (--instances N)
+        self.arm_token = spec.get("arm_token", self.token)
+        self.arm_page_size = max(1, int(spec.get("arm_page_size", 2)))
         sites = spec.get("sites") or {"demo": {}}
         self.sites = {}
         for name, s in sites.items():
-            self.sites[name] = Site(name, s)
+            self.sites[name] = Site(name, s, self.instances)
         self.faults = []
         for f in spec.get("faults") or []:
             self.add_fault(f)
@@ -398,14 +575,22 @@ class State:
         self.reset_stats()
 
     def spec(self):
-        return {"user": self.user, "password": self.password, "token": self.token,
-                "gzip_json": self.gzip_json,
-                "sites": {n: dict(s.spec, sku=s.sku, instance=s.instance, machine=s.machine,
-                                  mini_size=s.mini_size, full_size=s.full_size,
-                                  dump_delay=s.dump_delay,
-                                  processes=[dict(p) for p in s.procs.values()])
-                          for n, s in self.sites.items()},
-                "faults": [dict(f) for f in self.faults]}
+        out = {"user": self.user, "password": self.password, "token": self.token,
+               "gzip_json": self.gzip_json, "instances": self.instances,
+               "arm_token": self.arm_token, "arm_page_size": self.arm_page_size, "sites": {},
+               "faults": [dict(f) for f in self.faults]}
+        with self.lock:
+            for n, s in self.sites.items():
+                out["sites"][n] = dict(
+                    s.spec, sku=s.sku, instance=s.instance, machine=s.machine,
+                    mini_size=s.mini_size, full_size=s.full_size, dump_delay=s.dump_delay,
+                    processes=[dict(p) for p in s.procs.values()],
+                    instances=[i.id for i in s.instances],
+                    live_instances=[i.id for i in s.live_instances()],
+                    machines={i.id: i.machine for i in s.instances},
+                    instance_processes={i.id: [dict(p) for p in i.procs.values()]
+                                        for i in s.instances})
+        return out
 
     def first_site(self):
         return next(iter(self.sites.values()), None)
@@ -419,26 +604,47 @@ class State:
             self.conflicts = 0
             self.unauthorized = 0
             self.dump_bytes = 0
+            self.arm = {"requests": 0, "unauthorized": 0, "bad_request": 0, "not_found": 0}
 
     def sstat(self, name):
         s = self.site_stats.get(name)
         if s is None:
             s = {"list": 0, "details": 0, "dump": 0, "other": 0, "dump_peak": 0,
-                 "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0, "affinity": []}
+                 "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0, "affinity": [],
+                 "instance_all": 0, "arm_instances": 0, "dump_conflicts": 0,
+                 "dump_intervals": [], "routing": [], "instances": {}}
             self.site_stats[name] = s
         return s
+
+    @staticmethod
+    def istat(ss, inst):
+        i = ss["instances"].get(inst.id)
+        if i is None:
+            i = {"list": 0, "details": 0, "dump": 0, "other": 0, "instance_all": 0,
+                 "dumps_by_key": {}, "dump_bytes": 0}
+            ss["instances"][inst.id] = i
+        return i
 
     def stats(self):
         with self.lock:
             sites = {}
             for n in list(self.sites) + [n for n in self.site_stats if n not in self.sites]:
-                s = dict(self.sstat(n))
-                s["dumps_by_key"] = dict(s["dumps_by_key"])
-                s["affinity"] = [list(a) for a in s["affinity"]]
+                s = json.loads(json.dumps(self.sstat(n)))
+                s["dump_max_concurrent"] = s["dump_peak"]
+                site = self.sites.get(n)
+                if site is not None:
+                    for inst in site.instances:
+                        i = s["instances"].setdefault(inst.id, {
+                            "list": 0, "details": 0, "dump": 0, "other": 0, "instance_all": 0,
+                            "dumps_by_key": {}, "dump_bytes": 0})
+                        i["live"] = inst.live
+                        i["machine"] = inst.machine
+                        i["index"] = inst.index
                 sites[n] = s
             return {"requests": dict(self.requests), "sites": sites, "peak_concurrent": self.peak,
                     "current": self.current, "dump_conflicts": self.conflicts,
                     "unauthorized": self.unauthorized, "dump_bytes": self.dump_bytes,
+                    "arm": dict(self.arm), "arm_token_set": self.arm_token is not None,
                     "faults": [dict(f) for f in self.faults]}
 
     def add_fault(self, f):
@@ -446,26 +652,27 @@ class State:
             raise ValueError("a fault is a JSON object")
         f = dict(f)
         f.setdefault("route", "any")
-        if f["route"] not in ("list", "details", "dump", "other", "any"):
-            raise ValueError("bad route %r" % f["route"])
+        if f["route"] not in FAULT_ROUTES:
+            raise ValueError("bad route %r (one of %s)" % (f["route"], ", ".join(FAULT_ROUTES)))
         if f.get("kind") not in FAULT_KINDS:
             raise ValueError("bad kind %r (one of %s)" % (f.get("kind"), ", ".join(FAULT_KINDS)))
-        for k in ("site", "pid", "dump_type", "count"):
+        for k in ("site", "pid", "dump_type", "count", "instance"):
             f.setdefault(k, None)
         if f["kind"] == "status":
             f["status"] = int(f.get("status", 500))
         with self.lock:
             self.faults.append(f)
 
-    def take_faults(self, route, site, pid, dump_type):
+    def take_faults(self, route, site, pid, dump_type, instance=None):
         """The faults matching this request; each consumes one of its count."""
         out = []
         with self.lock:
             keep = []
             for f in self.faults:
                 ok = (f["route"] in ("any", route) and f["site"] in (None, site)
+                      and f["instance"] in (None, instance)
                       and (f["pid"] is None or (pid is not None and int(f["pid"]) == pid))
-                      and (f["dump_type"] is None or (dump_type is not None and int(f["dump_type"]) == dump_type)))
+                      and (f["dump_type"] is None or (dump_type is not None and str(f["dump_type"]).lower() == str(dump_type).lower())))
                 if ok:
                     out.append(dict(f))
                     if f["count"] is not None:
@@ -522,8 +729,11 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     set_cookie = None
+    status_sent = None
+    dump_rec = None
 
     def send_response(self, code, message=None):
+        self.status_sent = code
         super().send_response(code, message)
         if self.set_cookie:
             self.send_header("Set-Cookie", self.set_cookie)
@@ -722,25 +932,61 @@ class Handler(BaseHTTPRequestHandler):
                 name = q.get("name") or (data or {}).get("name")
                 if not name:
                     return self.send_json(400, {"error": "name= required"})
-                site = Site(name, data or {})
+                site = Site(name, data or {}, st.instances)
                 with st.lock:
                     st.sites[name] = site
-                return self.send_json(200, {"ok": True, "site": name, "processes": len(site.procs)})
-            if what == "kill" and method == "POST":
-                site = st.sites.get(q.get("site") or st.first_site().name)
-                if site is None:
-                    return self.send_json(404, {"error": "no such site"})
+                return self.send_json(200, {"ok": True, "site": name, "processes": len(site.procs),
+                                            "instances": [i.id for i in site.instances]})
+            if what == "arm_token" and method in ("POST", "PUT"):
+                tok = (data or {}).get("token") if isinstance(data, dict) else None
+                if tok is None:
+                    tok = q.get("token")
                 with st.lock:
-                    p = site.resolve(int(q.get("pid")))
-                    ok = p is not None and site.kill(p["pid"])
+                    st.arm_token = tok
+                return self.send_json(200, {"ok": True, "set": tok is not None})
+            if what == "instances" and method == "GET":
+                site = self.control_site()
+                with st.lock:
+                    return self.send_json(200, {
+                        "site": site.name, "live": [i.id for i in site.live_instances()],
+                        "removed": [i.id for i in site.instances if not i.live],
+                        "machines": {i.id: i.machine for i in site.instances}})
+            if what == "instance" and method in ("POST", "PUT", "DELETE"):
+                site = self.control_site()
+                d = data if isinstance(data, dict) else {}
+                iid = q.get("id") or d.get("id")
+                action = (q.get("action") or d.get("action")
+                          or ("remove" if method == "DELETE" else "add")).lower()
+                with st.lock:
+                    inst = site.instance_by_id(iid) if iid else None
+                    if action == "remove":
+                        if inst is None:
+                            return self.send_json(404, {"error": "no such instance"})
+                        inst.live = False
+                    elif action in ("add", "restore"):
+                        if inst is None:
+                            inst = site.add_instance(iid)
+                        inst.live = True
+                    else:
+                        return self.send_json(400, {"error": "action= remove|add"})
+                    live = [i.id for i in site.live_instances()]
+                return self.send_json(200, {"ok": True, "id": inst.id, "live": live})
+            if what == "kill" and method == "POST":
+                site = self.control_site()
+                pid = int(q.get("pid"))
+                ok = False
+                with st.lock:
+                    for inst in self.control_instances(site):
+                        p = inst.resolve(pid)
+                        if p is not None:
+                            ok = inst.kill(p["pid"]) or ok
                 return self.send_json(200 if ok else 404, {"ok": ok})
             if what == "digest" and method == "GET":
-                site = st.sites.get(q.get("site") or st.first_site().name)
+                site = self.control_site()
+                inst = self.control_instances(site)[0]
                 dt = int(q.get("type", q.get("dumpType", 1)))
-                if site is None:
-                    return self.send_json(404, {"error": "no such site"})
                 pid = int(q.get("pid"))
-                p = site.resolve(pid)
+                p = inst.resolve(pid)
                 if "size" in q:
                     size = int(q["size"])
                     pid = p["pid"] if p is not None else pid
@@ -749,13 +995,35 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     size = site.dump_size(p, dt)
                     pid = p["pid"]
-                sha, md5, size = expected_digests(site.name, pid, dt, size)
+                sha, md5, size = expected_digests(site.name, pid, dt, size, inst.seed)
                 return self.send_json(200, {"sha256": sha, "md5": md5,
                                             "md5_b64": base64.b64encode(binascii.unhexlify(md5)).decode(),
-                                            "size": size, "site": site.name, "pid": pid, "type": dt})
-        except (ValueError, TypeError, KeyError) as e:
+                                            "size": size, "site": site.name, "pid": pid, "type": dt,
+                                            "instance": inst.id})
+        except LookupError as e:
+            return self.send_json(404, {"error": str(e.args[0] if e.args else e)})
+        except (ValueError, TypeError) as e:
             return self.send_json(400, {"error": str(e)})
         return self.send_json(404, {"error": "unknown control route %s %s" % (method, path)})
+
+    def control_site(self):
+        """The site= of a control request (default: the first site); LookupError if unknown."""
+        name = self.query.get("site")
+        site = self.st.sites.get(name) if name else self.st.first_site()
+        if site is None:
+            raise LookupError("no such site")
+        return site
+
+    def control_instances(self, site):
+        """[the instance=ID of a control request] or, without one, all the site's instances
+        (first one first); LookupError if unknown."""
+        iid = self.query.get("instance")
+        if not iid:
+            return list(site.instances)
+        inst = site.instance_by_id(iid)
+        if inst is None:
+            raise LookupError("no such instance")
+        return [inst]
 
     # ----------------------------------------------------------------- API
     def parse_api_path(self, path):
@@ -796,16 +1064,38 @@ class Handler(BaseHTTPRequestHandler):
             return val.strip() == token
         return False
 
+    def parse_instance_all(self, path):
+        """The site of GET [/<site>]/instance/all, or None."""
+        segs = [unquote(s) for s in path.split("/")][1:]
+        if segs and segs[-1] == "":
+            segs = segs[:-1]
+        if len(segs) == 3 and segs[0] in self.st.sites and [s.lower() for s in segs[1:]] == ["instance", "all"]:
+            return self.st.sites[segs[0]]
+        if len(segs) == 2 and [s.lower() for s in segs] == ["instance", "all"]:
+            return self.st.first_site()
+        return None
+
     def api(self, method, path):
         st = self.st
         body = self.read_body() if method in ("POST", "PUT", "DELETE") else b""
         del body
+        segs = path.split("/")
+        if len(segs) > 1 and segs[1].lower() == "subscriptions":
+            return self.arm(method, path)
         parsed = self.parse_api_path(path)
-        site = parsed[0] if parsed else st.first_site()
+        inst_all = self.parse_instance_all(path) if not parsed and method == "GET" else None
+        site = parsed[0] if parsed else (inst_all or st.first_site())
         # ARR, in front of Kudu (and of its auth), pins by the ARRAffinity cookie
         affinity = arr_affinity(self.headers.get("Cookie"))
-        if site is not None and affinity != site.instance:
-            self.set_cookie = "ARRAffinity=%s;Path=/;HttpOnly" % site.instance
+        inst = None
+        if site is not None:
+            with st.lock:
+                inst, moved = site.route(affinity)
+            if inst is None:
+                return self.send_bytes(503, b"The service is unavailable.", ctype="text/html",
+                                       reason="Service Unavailable")
+            if moved:
+                self.set_cookie = "ARRAffinity=%s;Path=/;HttpOnly" % inst.id
         if not self.authorized(site):
             with st.lock:
                 st.unauthorized += 1
@@ -831,14 +1121,25 @@ class Handler(BaseHTTPRequestHandler):
                 except ValueError:
                     dump_type = None
         # resolve 0/-1 for fault matching and stats keys
-        proc = site.resolve(pid) if (parsed and pid is not None) else None
+        with st.lock:
+            proc = inst.resolve(pid) if (parsed and pid is not None) else None
         real_pid = proc["pid"] if proc is not None else pid
+        iid = inst.id if inst is not None else None
+        rec = None
         with st.lock:
             st.requests[route] += 1
             ss = st.sstat(site.name) if site else st.sstat("?")
             ss[route] += 1
             ss["affinity"].append([route, affinity])
             del ss["affinity"][:-1000]
+            ss["routing"].append([route, affinity, iid, bool(self.set_cookie)])
+            del ss["routing"][:-1000]
+            ist = st.istat(ss, inst) if inst is not None else {}
+            if inst is not None:
+                ist[route] += 1
+            if inst_all is not None:
+                ss["instance_all"] += 1
+                ist["instance_all"] += 1
             st.current += 1
             st.peak = max(st.peak, st.current)
             if route == "dump":
@@ -846,7 +1147,14 @@ class Handler(BaseHTTPRequestHandler):
                 ss["dump_peak"] = max(ss["dump_peak"], ss["dump_current"])
                 k = "%s/%s" % (real_pid, dump_type)
                 ss["dumps_by_key"][k] = ss["dumps_by_key"].get(k, 0) + 1
+                if inst is not None:
+                    ist["dumps_by_key"][k] = ist["dumps_by_key"].get(k, 0) + 1
+                rec = {"instance": iid, "pid": real_pid, "type": dump_type, "start": time.time(),
+                       "end": None, "status": None, "bytes": 0, "complete": False}
+                ss["dump_intervals"].append(rec)
+                del ss["dump_intervals"][:-10000]
         done = []
+        self.status_sent = None
 
         def finish():
             # the request stops counting as in flight just before its last bytes go out, so a
@@ -858,36 +1166,135 @@ class Handler(BaseHTTPRequestHandler):
                 st.current -= 1
                 if route == "dump":
                     ss["dump_current"] -= 1
+                    rec["end"] = time.time()
+                    rec["status"] = self.status_sent
         self.finish_hook = finish
+        self.dump_rec = rec
         try:
-            faults = st.take_faults(route, site.name if site else None, real_pid, dump_type)
-            for f in faults:
-                if f["kind"] == "latency":
-                    time.sleep(float(f.get("seconds", 1)))
-            for f in faults:
-                if f["kind"] == "status":
-                    return self.fault_status(f)
-                if f["kind"] == "frontend_timeout":
-                    return self.send_bytes(int(f.get("status", 500)), FRONTEND_TIMEOUT_HTML,
-                                           ctype="text/html", reason=f.get("reason"))
-                if f["kind"] == "malformed":
-                    b = f.get("body") or '[{"id": 4100, "name": "w3wp", "machineName": '
-                    return self.send_bytes(200, b.encode() if isinstance(b, str) else bytes(b),
-                                           faults=faults)
+            faults = st.take_faults("instance_all" if inst_all is not None else route,
+                                    site.name if site else None, real_pid, dump_type, iid)
+            if self.pre_faults(faults):
+                return
+            if inst_all is not None:
+                with st.lock:
+                    ids = [i.id for i in site.live_instances()]
+                return self.send_json(200, ids, faults=faults)
             if not parsed:
                 return self.message(404, "No HTTP resource was found that matches the request URI "
                                          "'http://%s%s'." % (self.host(), self.path))
             _, base, rest = parsed
             if route == "list":
-                return self.do_list(site, base, faults)
+                return self.do_list(site, inst, base, faults)
             if route == "details":
-                return self.do_details(site, base, rest, proc, faults)
+                return self.do_details(site, inst, base, rest, proc, faults)
             if route == "dump":
-                return self.do_dump(site, rest, proc, dump_type, faults)
-            return self.do_other(method, site, base, rest, proc, faults)
+                return self.do_dump(site, inst, rest, proc, dump_type, faults)
+            return self.do_other(method, site, inst, base, rest, proc, faults)
         finally:
             finish()
             self.finish_hook = None
+
+    def pre_faults(self, faults):
+        """Apply the faults that act before or instead of the answer; True when one answered."""
+        for f in faults:
+            if f["kind"] == "latency":
+                time.sleep(float(f.get("seconds", 1)))
+        for f in faults:
+            if f["kind"] == "status":
+                self.fault_status(f)
+                return True
+            if f["kind"] == "frontend_timeout":
+                self.send_bytes(int(f.get("status", 500)), FRONTEND_TIMEOUT_HTML,
+                                ctype="text/html", reason=f.get("reason"))
+                return True
+            if f["kind"] == "malformed":
+                b = f.get("body") or '[{"id": 4100, "name": "w3wp", "machineName": '
+                self.send_bytes(200, b.encode() if isinstance(b, str) else bytes(b), faults=faults)
+                return True
+        return False
+
+    # ----------------------------------------------------------------- ARM
+    def arm_error(self, status, code, message, headers=()):
+        self.send_json(status, {"error": {"code": code, "message": message}}, headers=headers)
+
+    def arm(self, method, path):
+        """GET /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/NAME[/slots/SLOT]
+        /instances[/ID]?api-version=V: ARM's instance list (Bearer arm_token; nextLink pages)."""
+        st = self.st
+        segs = [unquote(s) for s in path.split("/")][1:]
+        if segs and segs[-1] == "":
+            segs = segs[:-1]
+        with st.lock:
+            st.arm["requests"] += 1
+            token = st.arm_token
+        h = self.headers.get("Authorization") or ""
+        scheme, _, val = h.partition(" ")
+        if scheme.lower() != "bearer" or token is None or val.strip() != token:
+            with st.lock:
+                st.arm["unauthorized"] += 1
+            if scheme.lower() != "bearer":
+                return self.arm_error(401, "AuthenticationFailed", "Authentication failed. The "
+                                      "'Authorization' header is missing.",
+                                      headers=[("WWW-Authenticate", 'Bearer authorization_uri='
+                                                '"https://login.windows.net/", error="invalid_token"')])
+            return self.arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.",
+                                  headers=[("WWW-Authenticate", 'Bearer authorization_uri='
+                                            '"https://login.windows.net/", error="invalid_token", '
+                                            'error_description="The access token is invalid."')])
+        if not self.query.get("api-version"):
+            with st.lock:
+                st.arm["bad_request"] += 1
+            return self.arm_error(400, "MissingApiVersionParameter", "The api-version query parameter "
+                                  "(?api-version=) is required for all requests.")
+        low = [s.lower() for s in segs]
+        ok = (len(segs) >= 9 and low[0] == "subscriptions" and low[2] == "resourcegroups"
+              and low[4] == "providers" and low[5] == "microsoft.web" and low[6] == "sites")
+        name, slot, tail = (segs[7], None, segs[8:]) if ok else (None, None, [])
+        if ok and len(tail) >= 3 and tail[0].lower() == "slots":
+            slot, tail = tail[1], tail[2:]
+        if not ok or not tail or tail[0].lower() != "instances" or len(tail) > 2 or method != "GET":
+            with st.lock:
+                st.arm["not_found"] += 1
+            return self.arm_error(404, "NotFound", "No route registered for '%s'." % path)
+        want = name if slot is None else "%s/slots/%s" % (name, slot)
+        site = None
+        for s in st.sites.values():
+            if s.arm_name.lower() == want.lower():
+                site = s
+        if site is None and slot is not None:
+            site = st.sites.get("%s-%s" % (name, slot))
+        if site is None:
+            with st.lock:
+                st.arm["not_found"] += 1
+            return self.arm_error(404, "ResourceNotFound", "The Resource 'Microsoft.Web/sites/%s' under "
+                                  "resource group '%s' was not found." % (want, segs[3]))
+        faults = st.take_faults("arm", site.name, None, None)
+        if self.pre_faults(faults):
+            return
+        rtype = "Microsoft.Web/sites/slots/instances" if slot else "Microsoft.Web/sites/instances"
+        prefix = "/".join([""] + segs[:8 if slot is None else 10] + ["instances"])
+        with st.lock:
+            live = [i.id for i in site.live_instances()]
+            st.sstat(site.name)["arm_instances"] += 1
+
+        def item(iid):
+            return {"id": "%s/%s" % (prefix, iid), "name": iid, "type": rtype,
+                    "properties": {"state": "READY", "siteInstanceName": iid}}
+        if len(tail) == 2:
+            if tail[1] not in live:
+                return self.arm_error(404, "ResourceNotFound", "The Resource '%s/instances/%s' "
+                                      "was not found." % (want, tail[1]))
+            return self.send_json(200, item(tail[1]), faults=faults)
+        try:
+            skip = max(0, int(self.query.get("$skiptoken") or 0))
+        except ValueError:
+            return self.arm_error(400, "InvalidSkipToken", "The skip token is invalid.")
+        size = max(1, int(site.spec.get("arm_page_size", st.arm_page_size)))
+        page = {"value": [item(i) for i in live[skip:skip + size]]}
+        if skip + size < len(live):
+            page["nextLink"] = "http://%s%s?api-version=%s&%%24skiptoken=%d" % (
+                self.host(), urlsplit(self.path).path, quote(self.query["api-version"]), skip + size)
+        return self.send_json(200, page, faults=faults)
 
     def host(self):
         return self.headers.get("Host") or "%s:%d" % self.server.server_address[:2]
@@ -912,20 +1319,22 @@ class Handler(BaseHTTPRequestHandler):
     def not_running(self, rest):
         return self.message(404, "Process with an Id of %s is not running." % rest[0])
 
-    def do_list(self, site, base, faults):
+    def do_list(self, site, inst, base, faults):
         href = "http://" + self.host() + base
-        items = [site.list_item(p, href) for p in site.sorted_procs()]
+        with self.st.lock:
+            procs = inst.sorted_procs()
+        items = [inst.list_item(p, href) for p in procs]
         return self.send_json(200, items, faults=faults)
 
-    def do_details(self, site, base, rest, proc, faults):
+    def do_details(self, site, inst, base, rest, proc, faults):
         if proc is None:
             return self.not_running(rest)
         root = "http://" + self.host() + base
         segs = self.rawpath.rstrip("/").rsplit("/", 1)
         href = "http://" + self.host() + segs[0] + "/" + (str(proc["pid"]) if segs[1] == "0" else segs[1])
-        return self.send_json(200, site.detail(proc, root, href), faults=faults)
+        return self.send_json(200, inst.detail(proc, root, href), faults=faults)
 
-    def do_other(self, method, site, base, rest, proc, faults):
+    def do_other(self, method, site, inst, base, rest, proc, faults):
         if rest and proc is None and not (len(rest) == 1 and method == "GET"):
             if rest and rest[0].lstrip("-").isdigit():
                 return self.not_running(rest)
@@ -934,19 +1343,19 @@ class Handler(BaseHTTPRequestHandler):
             if rest[0] == "0":
                 self.rst()  # Kudu killed itself
             with self.st.lock:
-                site.kill(proc["pid"])
+                inst.kill(proc["pid"])
             self.send_response(204, "No Content")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         if len(rest) == 2 and rest[1].lower() == "threads" and method == "GET":
-            return self.send_json(200, site.detail(proc, "", "http://%s%s/%s" % (
+            return self.send_json(200, inst.detail(proc, "", "http://%s%s/%s" % (
                 self.host(), base, rest[0]))["threads"], faults=faults)
         if len(rest) == 2 and rest[1].lower() == "modules" and method == "GET":
-            return self.send_json(200, site.detail(proc, "", "http://%s%s/%s" % (
+            return self.send_json(200, inst.detail(proc, "", "http://%s%s/%s" % (
                 self.host(), base, rest[0]))["modules"], faults=faults)
         if len(rest) == 3 and rest[1].lower() == "environments" and method == "GET":
-            env = site.detail(proc, "", "")["environment_variables"]
+            env = inst.detail(proc, "", "")["environment_variables"]
             flt = rest[2].lower()
             if flt != "all":
                 env = {k: v for k, v in env.items() if flt in k.lower()}
@@ -956,7 +1365,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.message(404, "No HTTP resource was found that matches the request URI "
                                  "'http://%s%s'." % (self.host(), self.path))
 
-    def do_dump(self, site, rest, proc, dump_type, faults):
+    def do_dump(self, site, inst, rest, proc, dump_type, faults):
         st = self.st
         fmt = self.query.get("format", "raw")
         if fmt.lower() not in ("raw", "zip"):
@@ -978,6 +1387,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.active_dumps.pop(site.name, None)
                 st.conflicts += 1
         if prev is not None:
+            with st.lock:
+                st.sstat(site.name)["dump_conflicts"] += 1
             prev.cut()
             return self.message(500, CONFLICT_MSG)
         with st.lock:
@@ -990,7 +1401,7 @@ class Handler(BaseHTTPRequestHandler):
             size = site.dump_size(proc, dump_type)
             ts = datetime.now(timezone.utc).strftime("%m-%d-%H-%M-%S")
             zipped = fmt.lower() == "zip"
-            fname = "%s-%s-%s.%s" % (proc["name"], site.instance[:6], ts, "zip" if zipped else "dmp")
+            fname = "%s-%s-%s.%s" % (proc["name"], inst.id[:6], ts, "zip" if zipped else "dmp")
             self.send_response(200, "OK")
             self.send_header("Content-Type", "application/zip" if zipped else "application/octet-stream")
             if zipped:
@@ -1000,12 +1411,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Disposition", "attachment; filename=" + header_filename(fname))
             self.end_headers()
             ss = st.site_stats.get(site.name)
+            ist = ss["instances"].get(inst.id) if ss is not None else None
+            rec = self.dump_rec
 
             def count(n):
                 st.dump_bytes += n  # approximate under races; informational only
                 if ss is not None:
                     ss["dump_bytes"] += n
-            pieces = iter_dump(site.name, proc["pid"], dump_type, size)
+                if ist is not None:
+                    ist["dump_bytes"] += n
+                if rec is not None:
+                    rec["bytes"] += n
+            pieces = iter_dump(site.name, proc["pid"], dump_type, size, instance=inst.seed)
 
             def release():
                 # Kudu's file is done with once the last bytes go out: free the site before the
@@ -1022,6 +1439,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count, total=size,
                                 before_last=release)
+            if rec is not None:
+                rec["complete"] = True
         finally:
             with st.lock:
                 if st.active_dumps.get(site.name) is ctx:
@@ -1121,10 +1540,11 @@ def main(argv=None):
     ap.add_argument("--user")
     ap.add_argument("--password")
     ap.add_argument("--token")
+    ap.add_argument("--instances", type=int, help="instances per site (a site's own key wins)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
     spec = load_spec(a.spec)
-    for k in ("user", "password", "token"):
+    for k in ("user", "password", "token", "instances"):
         if getattr(a, k) is not None:
             spec[k] = getattr(a, k)
     srv = make_server(spec, a.host, a.port, a.verbose)

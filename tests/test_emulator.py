@@ -403,3 +403,264 @@ def test_cli_inline_spec_and_listening_line():
         p.send_signal(signal.SIGINT)
         assert p.wait(5) == 0
         p.stdout.close()
+
+
+# ---------------------------------------------------------------- instances (issue 16)
+
+def _cookie_id(h):
+    m = re.fullmatch(r"ARRAffinity=([0-9a-f]{64});Path=/;HttpOnly", h.get("set-cookie", ""))
+    return m and m.group(1)
+
+
+def pin(iid):
+    return {"Cookie": "ARRAffinity=" + iid}
+
+
+def test_instances_ids_routing_and_set_cookie(make_emulator):
+    emu = make_emulator({"sites": {"demo": {}, "single": {}}}, instances=3)
+    ids = get_json(emu, "/demo/instance/all")
+    assert ids == [hashlib.sha256(("demo:%d" % i).encode()).hexdigest() for i in range(3)]
+    assert emu.instances("demo")["live"] == ids
+    # no cookie: every live instance gets picked, each answer names its instance
+    seen = {}
+    for _ in range(6):
+        status, h, body = request(emu, "/demo/api/processes")
+        assert status == 200
+        iid = _cookie_id(h)
+        assert iid in ids, h
+        seen[iid] = {(i["id"], i["machineName"]) for i in json.loads(body)}
+    assert set(seen) == set(ids)
+    machines = {iid: next(iter(s))[1] for iid, s in seen.items()}
+    for iid, s in seen.items():
+        assert {m for _, m in s} == {"RD" + iid[:12].upper()}
+    pids = {iid: {p for p, _ in s} for iid, s in seen.items()}
+    common = set.intersection(*pids.values())
+    assert {4100, 4292, 6240} <= common
+    assert all(pids[a] - common for a in ids), "each instance has pids of its own"
+    # a cookie naming a live instance goes there with no new cookie
+    for iid in ids:
+        status, h, body = request(emu, "/demo/api/processes/4292", headers=pin(iid))
+        assert status == 200 and "set-cookie" not in h
+        d = json.loads(body)
+        assert d["machineName"] == machines[iid]
+        assert d["environment_variables"]["WEBSITE_INSTANCE_ID"] == iid
+    # the same pid differs in details across instances
+    details = [json.loads(request(emu, "/demo/api/processes/4292", headers=pin(i))[2]) for i in ids]
+    for k in ("machineName", "working_set", "start_time"):
+        assert len({d[k] for d in details}) == 3, k
+    # an unknown cookie is routed to a live instance with a new cookie
+    status, h, _ = request(emu, "/demo/api/processes", headers=pin("f" * 64))
+    assert status == 200 and _cookie_id(h) in ids
+    # a site's own key wins over --instances
+    emu.set_site("two", {"instances": ["aa" * 32, "bb" * 32]})
+    assert get_json(emu, "/two/instance/all") == ["aa" * 32, "bb" * 32]
+    st = emu.stats()["sites"]["demo"]
+    assert st["instance_all"] == 1 and st["instances"][ids[0]]["instance_all"] == 1
+    assert sum(st["instances"][i]["list"] for i in ids) == 7
+    assert sum(st["instances"][i]["details"] for i in ids) == 6
+    assert all(st["instances"][i]["live"] for i in ids)
+
+
+def test_instance_removed_and_restored(make_emulator):
+    emu = make_emulator(SMALL, instances=3)
+    ids = emu.instances("demo")["live"]
+    gone = ids[1]
+    emu.remove_instance("demo", gone)
+    assert get_json(emu, "/demo/instance/all") == [ids[0], ids[2]]
+    assert emu.instances("demo")["removed"] == [gone]
+    for _ in range(4):
+        status, h, body = request(emu, "/demo/api/processes/4292", headers=pin(gone))
+        assert status == 200
+        other = _cookie_id(h)
+        assert other in (ids[0], ids[2])
+        assert json.loads(body)["environment_variables"]["WEBSITE_INSTANCE_ID"] == other
+    st = emu.stats()["sites"]["demo"]
+    assert st["instances"][gone]["details"] == 0 and st["instances"][gone]["live"] is False
+    assert all(r[1] == gone and r[2] != gone and r[3] for r in st["routing"] if r[0] == "details")
+    emu.add_instance("demo", gone)
+    status, h, _ = request(emu, "/demo/api/processes/4292", headers=pin(gone))
+    assert status == 200 and "set-cookie" not in h
+    # a new instance gets the next deterministic id
+    new = emu.add_instance("demo")["id"]
+    assert new == hashlib.sha256(b"demo:3").hexdigest()
+    assert get_json(emu, "/demo/instance/all") == ids + [new]
+    # with every instance removed, the front end has nowhere to go
+    for iid in ids + [new]:
+        emu.remove_instance("demo", iid)
+    assert request(emu, "/demo/api/processes")[0] == 503
+    with pytest.raises(Exception):
+        emu.remove_instance("demo", "nope")
+
+
+def test_instance_dump_bodies_digests_and_kill(make_emulator):
+    emu = make_emulator(SMALL, instances=2)
+    ids = emu.instances("demo")["live"]
+    bodies = []
+    for iid in ids:
+        status, h, body = request(emu, "/demo/api/processes/-1/dump?dumpType=1", headers=pin(iid))
+        assert status == 200 and "set-cookie" not in h
+        assert re.fullmatch(r"attachment; filename=w3wp-%s-[\d-]+\.dmp" % iid[:6], h["content-disposition"])
+        d = emu.digest("demo", 4292, 1, instance=iid)
+        assert d["instance"] == iid and d["sha256"] == hashlib.sha256(body).hexdigest()
+        assert kudu_emulator.expected_digest("demo", 4292, 1, len(body), iid)[0] == d["sha256"]
+        bodies.append(body)
+    assert bodies[0][:4] == b"MDMP" and bodies[0][8:4096] != bodies[1][8:4096]
+    # without instances, the body is today's (no instance in the seed)
+    single = make_emulator(SMALL)
+    body = request(single, "/demo/api/processes/4292/dump?dumpType=1")[2]
+    assert kudu_emulator.expected_digest("demo", 4292, 1, len(body))[0] == hashlib.sha256(body).hexdigest()
+    assert body != bodies[0]
+    # kill on one instance only
+    emu.kill("demo", 6240, instance=ids[0])
+    assert request(emu, "/demo/api/processes/6240", headers=pin(ids[0]))[0] == 404
+    assert request(emu, "/demo/api/processes/6240", headers=pin(ids[1]))[0] == 200
+    assert request(emu, "/demo/api/processes/6240", method="DELETE", headers=pin(ids[1]))[0] == 204
+    assert request(emu, "/demo/api/processes/6240", headers=pin(ids[1]))[0] == 404
+    st = emu.stats()["sites"]["demo"]
+    for iid in ids:
+        assert st["instances"][iid]["dumps_by_key"] == {"4292/1": 1}
+    assert [(r["instance"], r["pid"], r["type"], r["status"], r["complete"]) for r in st["dump_intervals"]] == \
+        [(ids[0], 4292, 1, 200, True), (ids[1], 4292, 1, 200, True)]
+    a, b = st["dump_intervals"]
+    assert a["end"] <= b["start"] and a["bytes"] == len(bodies[0])
+    assert st["dump_max_concurrent"] == 1
+
+
+def test_one_dump_file_per_site_across_instances(make_emulator):
+    emu = make_emulator({"sites": {"demo": {"dump_delay": 1.0, "mini_size": 1000}}}, instances=2)
+    ids = emu.instances("demo")["live"]
+    first = {}
+
+    def reader():
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=20)
+            c.request("GET", "/demo/api/processes/4292/dump?dumpType=1",
+                      headers=dict(pin(ids[0]), Authorization=basic()))
+            r = c.getresponse()
+            first["status"] = r.status
+            first["body"] = r.read()
+        except Exception as e:  # noqa: BLE001
+            first["error"] = e
+    t = threading.Thread(target=reader)
+    t.start()
+    assert wait_until(lambda: emu.stats()["sites"]["demo"]["dump_current"] == 1)
+    status, _, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1", headers=pin(ids[1]))
+    t.join(10)
+    assert status == 500 and "being used by another process" in json.loads(body)["Message"]
+    st = emu.stats()["sites"]["demo"]
+    assert st["dump_conflicts"] == 1 and st["dump_max_concurrent"] == 2
+    iv = {r["instance"]: r for r in st["dump_intervals"]}
+    assert set(iv) == set(ids) and len(st["dump_intervals"]) == 2
+    assert iv[ids[1]]["status"] == 500 and not iv[ids[0]]["complete"]  # the first one was cut
+    a, b = iv[ids[0]], iv[ids[1]]
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # the record shows the overlap
+
+
+def wait_until(pred, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_fault_targets_one_instance(make_emulator):
+    emu = make_emulator(instances=2)
+    ids = emu.instances("demo")["live"]
+    emu.add_fault(route="list", instance=ids[1], kind="status", status=503)
+    assert request(emu, "/demo/api/processes", headers=pin(ids[0]))[0] == 200
+    assert request(emu, "/demo/api/processes", headers=pin(ids[1]))[0] == 503
+    emu.clear_faults()
+    emu.add_fault(route="instance_all", kind="status", status=404, count=1)
+    assert request(emu, "/demo/instance/all")[0] == 404
+    assert request(emu, "/demo/api/processes")[0] == 200
+    assert request(emu, "/demo/instance/all")[0] == 200
+    assert request(emu, "/demo/instance/all", auth=False)[0] == 401
+
+
+def test_no_instances_configured_is_one_implicit_instance(make_emulator):
+    emu = make_emulator({"sites": {"demo": {"instance": "ab" * 32, "machine": "RDLEGACY"}}})
+    assert get_json(emu, "/demo/instance/all") == ["ab" * 32]
+    status, h, body = request(emu, "/demo/api/processes", headers=pin("cd" * 32))
+    assert status == 200 and _cookie_id(h) == "ab" * 32
+    assert {i["machineName"] for i in json.loads(body)} == {"RDLEGACY"}
+    assert sorted(i["id"] for i in json.loads(body)) == [4100, 4292, 5012, 6240]
+    status, h, _ = request(emu, "/demo/api/processes", headers=pin("ab" * 32))
+    assert "set-cookie" not in h
+    spec = emu.current_spec()["sites"]["demo"]
+    assert spec["instance"] == "ab" * 32 and spec["instances"] == ["ab" * 32]
+
+
+def _arm(emu, path, token="arm-tok", **kw):
+    return request(emu, path, auth=("Bearer " + token) if token else False, **kw)
+
+
+def test_arm_instances_paging_token_and_errors(make_emulator):
+    emu = make_emulator({"sites": {"demo": {}, "app-stage": {"instances": 1},
+                                   "big": {"instances": 5, "arm_page_size": 4}}},
+                        instances=3, arm_token="arm-tok")
+    ids = emu.instances("demo")["live"]
+    res = emu.arm_resource("demo")
+    url = res + "/instances?api-version=2024-11-01"
+    got, pages, nxt = [], 0, url
+    while nxt:
+        status, _, body = _arm(emu, nxt)
+        assert status == 200, body
+        page = json.loads(body)
+        pages += 1
+        for it in page["value"]:
+            assert it["id"] == "%s/instances/%s" % (res, it["name"])
+            assert it["type"] == "Microsoft.Web/sites/instances"
+            assert it["properties"]["state"] == "READY"
+            got.append(it["name"])
+        nxt = page.get("nextLink")
+        if nxt:
+            assert nxt.startswith("http://127.0.0.1:%d/subscriptions/" % emu.port)
+            nxt = nxt[len(emu.base):]
+    assert got == ids and pages == 2
+    # configurable page size
+    big = json.loads(_arm(emu, emu.arm_resource("big") + "/instances?api-version=2024-11-01")[2])
+    assert len(big["value"]) == 4 and "nextLink" in big
+    # slots: the site named NAME-SLOT
+    status, _, body = _arm(emu, emu.arm_resource("app", slot="stage") + "/instances?api-version=2024-11-01")
+    assert status == 200
+    it = json.loads(body)["value"]
+    assert len(it) == 1 and it[0]["type"] == "Microsoft.Web/sites/slots/instances"
+    # errors
+    assert _arm(emu, res + "/instances")[0] == 400
+    assert json.loads(_arm(emu, res + "/instances")[2])["error"]["code"] == "MissingApiVersionParameter"
+    assert _arm(emu, url, token=None)[0] == 401
+    assert _arm(emu, url, token="wrong")[0] == 401
+    assert request(emu, url)[0] == 401  # Kudu's Basic credentials are no ARM token
+    assert _arm(emu, emu.arm_resource("nosuch") + "/instances?api-version=1")[0] == 404
+    # a removed instance is not listed
+    emu.remove_instance("demo", ids[0])
+    assert [i["name"] for i in json.loads(_arm(emu, url)[2])["value"]] == ids[1:]
+    # the token expires: the old one gets 401, the new one works
+    emu.set_arm_token("arm-tok-2")
+    status, h, body = _arm(emu, url)
+    assert status == 401 and "invalid_token" in h["www-authenticate"]
+    assert _arm(emu, url, token="arm-tok-2")[0] == 200
+    emu.add_fault(route="arm", kind="status", status=500, count=1)
+    assert _arm(emu, url, token="arm-tok-2")[0] == 500
+    st = emu.stats()
+    assert st["arm"]["unauthorized"] == 4 and st["arm"]["bad_request"] == 2
+    assert st["sites"]["demo"]["arm_instances"] == 4
+
+
+def test_cli_instances_flag():
+    p = subprocess.Popen(["/usr/bin/python3", kudu_emulator.__file__, "--port", "0", "--instances", "4"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.fullmatch(r"kudu-emulator listening on http://127\.0\.0\.1:(\d+)\n", line)
+        assert m, line
+        e = Emulator()
+        e.port = int(m.group(1))
+        assert len(get_json(e, "/demo/instance/all")) == 4
+        assert len(get_json(e, "/instance/all")) == 4
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(5) == 0
+        p.stdout.close()
