@@ -54,6 +54,12 @@ struct fs_handle;
 /* After the loop: free the handles the kernel never released. */
 void fs_release_handles(struct kudufs *k);
 
+/* The part of path parsing that needs no network (fuzzed on its own): the
+ * segments, the fixed names, the app. For a path inside a process directory
+ * *dir and *dirlen are that directory's name, for the caller to look up in the
+ * app's list; NULL otherwise. */
+int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct fs_node *node,
+			const char **dir, size_t *dirlen);
 /* Parse and validate a path (may fetch the app's process list). */
 int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node);
 

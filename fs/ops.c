@@ -53,10 +53,10 @@ static int node_of(struct kudufs *k, const char *path, struct fuse_file_info *fi
 	return fs_parse_path(k, path, n);
 }
 
-static int find_app(const struct kudufs *k, const char *name, size_t len, size_t *app)
+static int find_app(const struct kudu_config *cfg, const char *name, size_t len, size_t *app)
 {
-	for (size_t i = 0; i < k->cfg->napps; i++) {
-		const char *n = k->cfg->apps[i]->name;
+	for (size_t i = 0; i < cfg->napps; i++) {
+		const char *n = cfg->apps[i]->name;
 		if (strlen(n) == len && !memcmp(n, name, len)) {
 			*app = i;
 			return 0;
@@ -91,14 +91,16 @@ static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t 
 	return rc;
 }
 
-int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
+int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct fs_node *node,
+			const char **dir, size_t *dirlen)
 {
 	const char *seg[4];
 	size_t len[4];
 	int n = 0;
-	int rc;
 
 	memset(node, 0, sizeof(*node));
+	*dir = NULL;
+	*dirlen = 0;
 	for (const char *p = path; *p;) {
 		while (*p == '/')
 			p++;
@@ -126,7 +128,7 @@ int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
 			return -ENOENT;
 		return 0;
 	}
-	if (find_app(k, seg[0], len[0], &node->app) < 0)
+	if (find_app(cfg, seg[0], len[0], &node->app) < 0)
 		return -ENOENT;
 	if (n == 1) {
 		node->kind = FS_APP;
@@ -141,16 +143,11 @@ int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
 		node->role = SEG_IS(1, "scm") ? CACHE_ROLE_SCM : CACHE_ROLE_SITE;
 		return 0;
 	}
-	rc = check_proc_dir(k, node->app, seg[1], len[1], &node->pid);
-	if (rc < 0)
-		return rc;
-	if (n == 2) {
+	if (n == 2)
 		node->kind = FS_PROC_DIR;
-		return 0;
-	}
-	if (n != 3)
+	else if (n != 3)
 		return -ENOENT;
-	if (SEG_IS(2, "details.json"))
+	else if (SEG_IS(2, "details.json"))
 		node->kind = FS_DETAILS;
 	else if (SEG_IS(2, "minidump.dmp"))
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_MINI;
@@ -158,8 +155,21 @@ int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_FULL;
 	else
 		return -ENOENT;
+	*dir = seg[1];
+	*dirlen = len[1];
 	return 0;
 #undef SEG_IS
+}
+
+int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
+{
+	const char *dir;
+	size_t dirlen;
+	int rc = fs_path_parse_names(k->cfg, path, node, &dir, &dirlen);
+
+	if (rc < 0 || !dir)
+		return rc;
+	return check_proc_dir(k, node->app, dir, dirlen, &node->pid);
 }
 
 static void fill_stat(const struct kudufs *k, struct stat *st, mode_t mode, off_t size)
