@@ -11,6 +11,7 @@
 #define KUDUFS_CACHE_H
 
 #include "kudu/kudu.h"
+#include "kudu/model.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -20,20 +21,16 @@
 struct cache;
 
 /* An immutable, reference-counted snapshot of one app's process list. */
-struct cache_proc {
-	int pid;
-	char *name;      /* as the server sent it */
-	char *dirname;   /* sanitized "<name>-<pid>" */
-};
-
 struct cache_list {
 	atomic_int refs;
+	uint64_t gen;    /* this snapshot's number: a new fetch has a larger one */
 	char *raw;       /* processes.json, byte for byte */
 	size_t raw_len;
-	struct cache_proc *procs;
+	struct kudu_proc *procs;  /* the model's list: server order, one per pid */
+	char **dirnames; /* parallel to procs: sanitized "<name>-<pid>" */
 	size_t nprocs;
+	const char *role_holders; /* kudu_model_role_holders(): NULL if no site/scm */
 	int64_t *by_pid; /* pid << 32 | index into procs, sorted */
-	atomic_bool listed; /* set by fs/ once this snapshot was listed to the end */
 };
 
 /* Pretty-printed details.json, reference-counted. */
@@ -43,8 +40,6 @@ struct cache_blob {
 	size_t len;
 	bool is_scm;     /* is_scm_site: true (absent means false) */
 };
-
-enum cache_role { CACHE_ROLE_SITE, CACHE_ROLE_SCM };
 
 /* cache/cache.c */
 int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
@@ -56,10 +51,13 @@ int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen);
 
 /* ---- metadata (cache/meta.c) ---- */
 int cache_get_list(struct cache *c, size_t app, struct cache_list **out);
+/* Another reference to a snapshot the caller holds; returns l. */
+struct cache_list *cache_list_get(struct cache_list *l);
 void cache_list_put(struct cache_list *l);
-const struct cache_proc *cache_list_find_pid(const struct cache_list *l, int pid);
-/* Parses "<name>-<pid>" and checks it against the list; NULL if absent. */
-const struct cache_proc *cache_list_find_dir(const struct cache_list *l, const char *dirname);
+/* Index of pid in l->procs, -1 if not listed. */
+ssize_t cache_list_find_pid(const struct cache_list *l, int pid);
+/* Parses "<name>-<pid>" and checks it against the list; -1 if absent. */
+ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname);
 /* Start fetching every process's details in the background (readdir). */
 void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list *l);
 int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **out);
@@ -67,7 +65,10 @@ void cache_blob_put(struct cache_blob *b);
 /* True when a details request said the process is gone (404, within neg_ttl). */
 bool cache_proc_gone(struct cache *c, size_t app, int pid);
 /* Target of the site/scm symlink: a dirname, or -ENOENT. */
-int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dirname, size_t len);
+int cache_find_role(struct cache *c, size_t app, enum kudu_role role, char *dirname, size_t len);
+/* The role a listed process holds: the one whose link names it, else
+ * KUDU_ROLE_NONE. Both come from one function, so they always agree. */
+int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role);
 /* Sanitize a server-provided name for use in a path component. */
 void cache_sanitize_name(const char *in, char *out, size_t outlen);
 

@@ -31,6 +31,7 @@ struct app_meta {
 	int list_err;
 	double list_err_at;
 	bool list_inflight;
+	size_t list_skipped, list_duplicates; /* of the last list, so a change is logged once */
 	struct detail_entry *details[DETAIL_BUCKETS];
 };
 
@@ -111,6 +112,7 @@ struct cache {
 	pthread_mutex_t meta_lock;    /* guards meta[*] (struct app_meta) and every detail_entry */
 	pthread_cond_t meta_cond;     /* with meta_lock: a list or details fetch finished */
 	struct app_meta *meta;        /* the array itself is immutable, one per app */
+	_Atomic uint64_t list_gen;     /* numbers list snapshots (cache_list.gen); atomic, no lock */
 
 	pthread_mutex_t cap_lock;     /* guards captures, dumps[*], spool_bytes, seq, stat_*
 				       * and every capture's non-immutable fields */

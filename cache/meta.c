@@ -13,18 +13,30 @@
 #include <strings.h>
 
 
-void cache_list_put(struct cache_list *l)
+struct cache_list *cache_list_get(struct cache_list *l)
 {
-	if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
-		return;
-	for (size_t i = 0; i < l->nprocs; i++) {
-		free(l->procs[i].name);
-		free(l->procs[i].dirname);
-	}
-	free(l->procs);
+	atomic_fetch_add(&l->refs, 1);
+	return l;
+}
+
+static void list_free(struct cache_list *l)
+{
+	struct kudu_proc_list model = { .procs = l->procs, .nprocs = l->nprocs };
+
+	for (size_t i = 0; l->dirnames && i < l->nprocs; i++)
+		free(l->dirnames[i]);
+	kudu_model_list_free(&model);
+	free(l->dirnames);
 	free(l->by_pid);
 	free(l->raw);
 	free(l);
+}
+
+void cache_list_put(struct cache_list *l)
+{
+	/* the last reference frees it */
+	if (l && atomic_fetch_sub(&l->refs, 1) == 1)
+		list_free(l);
 }
 
 void cache_blob_put(struct cache_blob *b)
@@ -67,67 +79,48 @@ void cache_sanitize_name(const char *in, char *out, size_t outlen)
 		snprintf(out, outlen, "process");
 }
 
-static struct cache_list *list_parse(char *body, size_t len, char *err, size_t errlen)
+/* A snapshot of the model's list, with the tree's names and a pid index.
+ * Takes body on success. */
+static int list_build(char *body, size_t len, uint64_t gen, struct cache_list **out,
+		      struct kudu_proc_list *model, char *err, size_t errlen)
 {
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, 0, &jerr);
-	json_t *arr = root;
 	struct cache_list *l;
-	size_t i, n;
+	int rc = kudu_model_parse_list(body, len, model, err, errlen);
 
-	if (root && json_is_object(root))
-		arr = json_object_get(root, "value"); /* ARM envelope */
-	if (!arr || !json_is_array(arr)) {
-		snprintf(err, errlen, "malformed process list from server%s%s",
-			 root ? "" : ": ", root ? "" : jerr.text);
-		json_decref(root);
-		return NULL;
-	}
+	if (rc < 0)
+		return rc;
 	l = calloc(1, sizeof(*l));
-	n = json_array_size(arr);
-	if (!l || !(l->procs = calloc(n ? n : 1, sizeof(*l->procs))) ||
-	    !(l->by_pid = calloc(n ? n : 1, sizeof(int64_t)))) {
-		if (l) {
-			free(l->procs);
-			free(l);
+	if (l) {
+		l->procs = model->procs;
+		l->nprocs = model->nprocs;
+		l->dirnames = calloc(l->nprocs ? l->nprocs : 1, sizeof(*l->dirnames));
+		l->by_pid = calloc(l->nprocs ? l->nprocs : 1, sizeof(*l->by_pid));
+	}
+	for (size_t i = 0; l && l->dirnames && i < l->nprocs; i++) {
+		char safe[224];
+
+		cache_sanitize_name(l->procs[i].name, safe, sizeof(safe));
+		if (asprintf(&l->dirnames[i], "%s-%d", safe, l->procs[i].pid) < 0) {
+			l->dirnames[i] = NULL;
+			break;
 		}
-		json_decref(root);
+	}
+	if (!l || !l->dirnames || !l->by_pid ||
+	    (l->nprocs && !l->dirnames[l->nprocs - 1])) {
+		if (l)
+			list_free(l); /* frees the model's procs too */
+		else
+			kudu_model_list_free(model);
 		snprintf(err, errlen, "out of memory");
-		return NULL;
+		return -ENOMEM;
 	}
 	atomic_init(&l->refs, 1);
-	for (i = 0; i < n; i++) {
-		json_t *it = json_array_get(arr, i);
-		json_t *props = json_object_get(it, "properties");
-		json_t *id, *name;
-		char safe[224];
-		struct cache_proc *p;
-
-		if (props && json_is_object(props))
-			it = props;
-		id = json_object_get(it, "id");
-		/* dotnet-monitor's items (KuduLite proxies them) say pid, ARM's identifier */
-		if (!json_is_integer(id))
-			id = json_object_get(it, "pid");
-		if (!json_is_integer(id))
-			id = json_object_get(it, "identifier");
-		name = json_object_get(it, "name");
-		if (!json_is_integer(id) || !json_is_string(name))
-			continue;
-		if (json_integer_value(id) < 0 || json_integer_value(id) > 0x7fffffff)
-			continue;
-		p = &l->procs[l->nprocs];
-		p->pid = (int)json_integer_value(id);
-		cache_sanitize_name(json_string_value(name), safe, sizeof(safe));
-		p->name = strdup(json_string_value(name));
-		if (!p->name || asprintf(&p->dirname, "%s-%d", safe, p->pid) < 0) {
-			free(p->name);
-			continue;
-		}
-		l->nprocs++;
-	}
-	json_decref(root);
-	return l;
+	l->gen = gen;
+	l->role_holders = kudu_model_role_holders(l->procs, l->nprocs);
+	l->raw = body;
+	l->raw_len = len;
+	*out = l;
+	return 0;
 }
 
 static int cmp_key(const void *a, const void *b)
@@ -145,37 +138,38 @@ static void list_index(struct cache_list *l)
 	qsort(l->by_pid, l->nprocs, sizeof(int64_t), cmp_key);
 }
 
-const struct cache_proc *cache_list_find_pid(const struct cache_list *l, int pid)
+ssize_t cache_list_find_pid(const struct cache_list *l, int pid)
 {
 	size_t lo = 0, hi = l->nprocs;
 
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		const struct cache_proc *p = &l->procs[l->by_pid[mid] & 0xffffffff];
-		if (p->pid == pid)
-			return p;
-		if (p->pid < pid)
+		size_t i = (size_t)(l->by_pid[mid] & 0xffffffff);
+
+		if (l->procs[i].pid == pid)
+			return (ssize_t)i;
+		if (l->procs[i].pid < pid)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return -1;
 }
 
-const struct cache_proc *cache_list_find_dir(const struct cache_list *l, const char *dirname)
+ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname)
 {
 	const char *dash = strrchr(dirname, '-');
-	const struct cache_proc *p;
+	ssize_t i;
 	char *end;
 	long pid;
 
 	if (!dash || !dash[1])
-		return NULL;
+		return -1;
 	pid = strtol(dash + 1, &end, 10);
 	if (*end || pid < 0 || pid > 0x7fffffff)
-		return NULL;
-	p = cache_list_find_pid(l, (int)pid);
-	return (p && !strcmp(p->dirname, dirname)) ? p : NULL;
+		return -1;
+	i = cache_list_find_pid(l, (int)pid);
+	return (i >= 0 && !strcmp(l->dirnames[i], dirname)) ? i : -1;
 }
 
 static void details_prune_locked(struct app_meta *m, const struct cache_list *l);
@@ -194,8 +188,7 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 		double now = kudu_now();
 
 		if (m->list && now - m->list_at < c->cfg->list_ttl) {
-			atomic_fetch_add(&m->list->refs, 1);
-			*out = m->list;
+			*out = cache_list_get(m->list);
 			pthread_mutex_unlock(&c->meta_lock);
 			return 0;
 		}
@@ -214,15 +207,14 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	kudu_url_list(a, url, sizeof(url));
 	rc = kudu_client_get_json(c->client, a, url, &body, &len, err, sizeof(err));
 	struct cache_list *l = NULL;
+	struct kudu_proc_list model = { 0 };
+	bool odd_changed = false;
 	if (rc == 0) {
-		l = list_parse(body, len, err, sizeof(err));
-		if (l) {
-			l->raw = body;
-			l->raw_len = len;
+		rc = list_build(body, len, atomic_fetch_add(&c->list_gen, 1) + 1, &l, &model, err,
+				sizeof(err));
+		if (rc == 0) {
 			body = NULL;
 			list_index(l);
-		} else {
-			rc = -EIO;
 		}
 	}
 	free(body);
@@ -232,13 +224,16 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	pthread_mutex_lock(&c->meta_lock);
 	m->list_inflight = false;
 	if (l) {
+		/* every list_ttl brings the same list: say it once, not every time */
+		odd_changed = model.skipped != m->list_skipped || model.duplicates != m->list_duplicates;
+		m->list_skipped = model.skipped;
+		m->list_duplicates = model.duplicates;
 		details_prune_locked(m, l);
 		cache_list_put(m->list);
 		m->list = l;
 		m->list_at = kudu_now();
 		m->list_err = 0;
-		atomic_fetch_add(&l->refs, 1);
-		*out = l;
+		*out = cache_list_get(l);
 	} else {
 		m->list_err = rc;
 		m->list_err_at = kudu_now();
@@ -249,6 +244,10 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	}
 	pthread_cond_broadcast(&c->meta_cond);
 	pthread_mutex_unlock(&c->meta_lock);
+	if (odd_changed)
+		fprintf(stderr, "kudufs: %s: list: %zu items without a usable id or name skipped, "
+			"%zu with a pid listed before (the first is shown)\n", a->name, model.skipped,
+			model.duplicates);
 	return rc;
 }
 
@@ -280,7 +279,7 @@ static void details_prune_locked(struct app_meta *m, const struct cache_list *l)
 		while (*pp) {
 			struct detail_entry *e = *pp;
 
-			if (e->inflight || cache_list_find_pid(l, e->pid)) {
+			if (e->inflight || cache_list_find_pid(l, e->pid) >= 0) {
 				pp = &e->next;
 				continue;
 			}
@@ -303,42 +302,23 @@ static bool detail_fresh(const struct cache *c, const struct detail_entry *e, do
 static int details_parse(const char *body, size_t len, struct cache_blob **out, char *err,
 			 size_t errlen)
 {
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, 0, &jerr);
-	json_t *obj = root, *props;
+	struct kudu_details d;
 	struct cache_blob *b;
-	char *text;
+	int rc = kudu_model_parse_details(body, len, &d, err, errlen);
 
-	if (!root || !json_is_object(root)) {
-		snprintf(err, errlen, "malformed process details from server%s%s",
-			 root ? "" : ": ", root ? "" : jerr.text);
-		json_decref(root);
-		return -EIO;
-	}
-	props = json_object_get(root, "properties");
-	if (props && json_is_object(props))
-		obj = props;
-	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (rc < 0)
+		return rc;
 	b = calloc(1, sizeof(*b));
-	if (!text || !b) {
-		free(text);
-		free(b);
-		json_decref(root);
+	if (!b) {
+		kudu_model_details_free(&d);
 		return -ENOMEM;
 	}
-	b->len = strlen(text);
-	b->data = realloc(text, b->len + 2);
-	if (!b->data) {
-		free(text);
-		free(b);
-		json_decref(root);
-		return -ENOMEM;
-	}
-	b->data[b->len++] = '\n';
-	b->data[b->len] = '\0';
-	b->is_scm = json_is_true(json_object_get(obj, "is_scm_site"));
+	b->data = d.json;
+	b->len = d.len;
+	b->is_scm = d.is_scm_site;
+	d.json = NULL;
+	kudu_model_details_free(&d);
 	atomic_init(&b->refs, 1);
-	json_decref(root);
 	*out = b;
 	return 0;
 }
@@ -513,50 +493,82 @@ bool cache_proc_gone(struct cache *c, size_t app, int pid)
 	return gone;
 }
 
-/* The site's worker is the w3wp without is_scm_site; Kudu's own has it
- * true. Apps without w3wp (Linux, Functions) fall back to dotnet. */
-int cache_find_role(struct cache *c, size_t app, enum cache_role role, char *dirname, size_t len)
+/* Index of the process holding role in l (kudu_model_role_of, first in list
+ * order), fetching the candidates' details in parallel; -ENOENT if none
+ * does, or a details error that is not "gone" (never reported as ENOENT). */
+static int role_find(struct cache *c, size_t app, const struct cache_list *l, enum kudu_role role,
+		     size_t *idx)
 {
-	static const char *const kinds[] = { "w3wp", "dotnet" };
+	int ferr = 0;
+
+	if (!l->role_holders)
+		return -ENOENT;
+	prefetch_named(c, app, l, l->role_holders);
+	for (size_t i = 0; i < l->nprocs; i++) {
+		struct cache_blob *b = NULL;
+		enum kudu_role r;
+		int e;
+
+		if (kudu_model_role_of(l->role_holders, l->procs[i].name, false) == KUDU_ROLE_NONE)
+			continue; /* not a candidate: no details needed */
+		e = cache_get_details(c, app, l->procs[i].pid, &b);
+		if (e < 0) {
+			if (e != -ENOENT && !ferr)
+				ferr = e;
+			continue;
+		}
+		r = kudu_model_role_of(l->role_holders, l->procs[i].name, b->is_scm);
+		cache_blob_put(b);
+		if (r == role) {
+			*idx = i;
+			return 0;
+		}
+	}
+	return ferr ? ferr : -ENOENT;
+}
+
+int cache_find_role(struct cache *c, size_t app, enum kudu_role role, char *dirname, size_t len)
+{
 	struct cache_list *l;
+	size_t i;
 	int rc = cache_get_list(c, app, &l);
 
 	if (rc < 0)
 		return rc;
-	int ferr = 0; /* a details error that is not "gone": never report it as ENOENT */
+	rc = role_find(c, app, l, role, &i);
+	if (rc == 0)
+		snprintf(dirname, len, "%s", l->dirnames[i]);
+	cache_list_put(l);
+	return rc;
+}
 
-	rc = -ENOENT;
-	for (size_t k = 0; k < 2 && rc == -ENOENT; k++) {
-		size_t ncand = 0;
+int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
+{
+	static const enum kudu_role roles[] = { KUDU_ROLE_SITE, KUDU_ROLE_SCM };
+	struct cache_list *l;
+	ssize_t self;
+	int rc = cache_get_list(c, app, &l);
 
-		for (size_t i = 0; i < l->nprocs; i++)
-			if (!strcasecmp(l->procs[i].name, kinds[k]))
-				ncand++;
-		if (!ncand)
-			continue;
-		prefetch_named(c, app, l, kinds[k]); /* candidates in parallel */
-		for (size_t i = 0; i < l->nprocs; i++) {
-			struct cache_blob *b = NULL;
+	if (rc < 0)
+		return rc;
+	*role = KUDU_ROLE_NONE;
+	self = cache_list_find_pid(l, pid);
+	if (self < 0) {
+		rc = -ENOENT;
+	} else if (kudu_model_role_of(l->role_holders, l->procs[self].name, false) != KUDU_ROLE_NONE) {
+		/* the links' own search, so the two can never disagree */
+		for (size_t r = 0; r < 2 && *role == KUDU_ROLE_NONE; r++) {
+			size_t i;
+			int e = role_find(c, app, l, roles[r], &i);
 
-			if (strcasecmp(l->procs[i].name, kinds[k]))
-				continue;
-			int e = cache_get_details(c, app, l->procs[i].pid, &b);
-
-			if (e < 0) {
-				if (e != -ENOENT && !ferr)
-					ferr = e;
-				continue;
-			}
-			if (b->is_scm == (role == CACHE_ROLE_SCM)) {
-				snprintf(dirname, len, "%s", l->procs[i].dirname);
-				rc = 0;
-			}
-			cache_blob_put(b);
-			if (rc == 0)
-				break;
+			if (e == 0 && i == (size_t)self)
+				*role = roles[r];
+			else if (e < 0 && e != -ENOENT)
+				rc = e;
 		}
-		break; /* w3wp present: do not fall back to dotnet */
+		if (*role != KUDU_ROLE_NONE)
+			rc = 0;
 	}
 	cache_list_put(l);
-	return rc == -ENOENT && ferr ? ferr : rc;
+	return rc;
 }

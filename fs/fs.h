@@ -19,6 +19,10 @@ struct kudufs {
 	struct kudu_config *cfg;
 	struct kudu_client *client;
 	struct cache *cache;
+	/* Per app: gen of the last list snapshot listed to the end. Its entries
+	 * went out with attributes (readdirplus) once; later listings of that
+	 * snapshot go without (see op_readdir). Atomic: read and set by any worker. */
+	_Atomic uint64_t *listed_gen;
 	time_t mounted_at;
 	uid_t uid;
 	gid_t gid;
@@ -44,7 +48,7 @@ struct fs_node {
 	enum fs_node_kind kind;
 	size_t app;
 	int pid;
-	enum cache_role role;
+	enum kudu_role role;
 	enum kudu_dump_type dump;
 };
 

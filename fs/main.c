@@ -20,7 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <curl/curl.h>
-#include <jansson.h>
 
 enum {
 	KEY_HELP, KEY_VERSION, KEY_CHECK, KEY_FG, KEY_DEBUG, KEY_SINGLE,
@@ -228,18 +227,21 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 		kudu_url_list(app, url, sizeof(url));
 		rc = kudu_client_get_json(client, app, url, &body, &len, err, sizeof(err));
 		if (rc == 0) {
-			json_error_t jerr;
-			json_t *root = json_loadb(body, len, 0, &jerr);
-			json_t *arr = (root && json_is_object(root)) ? json_object_get(root, "value") : root;
+			/* the mount's own parser: the count is what the tree shows */
+			struct kudu_proc_list l;
 
-			if (arr && json_is_array(arr)) {
-				if (!quiet_ok)
-					fprintf(out, "%s: OK %zu processes\n", app->name, json_array_size(arr));
-			} else {
-				fprintf(out, "%s: malformed process list from %s\n", app->name, url);
+			rc = kudu_model_parse_list(body, len, &l, err, sizeof(err));
+			if (rc < 0) {
+				fprintf(out, "%s: %s (%s)\n", app->name, err, url);
 				failed++;
+			} else if (!quiet_ok) {
+				fprintf(out, "%s: OK %zu processes", app->name, l.nprocs);
+				if (l.skipped || l.duplicates)
+					fprintf(out, " (%zu items without a usable id or name skipped, "
+						"%zu with a pid listed before)", l.skipped, l.duplicates);
+				fprintf(out, "\n");
 			}
-			json_decref(root);
+			kudu_model_list_free(&l);
 			free(body);
 		} else {
 			fprintf(out, "%s: %s\n", app->name, err);
@@ -390,6 +392,9 @@ int main(int argc, char *argv[])
 	}
 
 	k.cfg = &cfg;
+	k.listed_gen = calloc(cfg.napps ? cfg.napps : 1, sizeof(*k.listed_gen));
+	if (!k.listed_gen)
+		goto out_curl;
 	k.mounted_at = time(NULL);
 	pthread_mutex_init(&k.handles_lock, NULL);
 	k.uid = getuid();
@@ -453,6 +458,7 @@ out_fuse:
 out_curl:
 	curl_global_cleanup();
 out:
+	free(k.listed_gen);
 	fuse_opt_free_args(&args);
 	free_options(&o);
 	kudu_config_free(&cfg);

@@ -69,7 +69,7 @@ static int find_app(const struct kudu_config *cfg, const char *name, size_t len,
 static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t len, int *pid)
 {
 	struct cache_list *l;
-	const struct cache_proc *p;
+	ssize_t i;
 	char name[512];
 	int rc;
 
@@ -80,11 +80,11 @@ static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t 
 	rc = cache_get_list(k->cache, app, &l);
 	if (rc < 0)
 		return rc; /* a network error is never ENOENT */
-	p = cache_list_find_dir(l, name);
-	rc = p ? 0 : -ENOENT;
-	if (p) {
-		*pid = p->pid;
-		if (cache_proc_gone(k->cache, app, p->pid))
+	i = cache_list_find_dir(l, name);
+	rc = i >= 0 ? 0 : -ENOENT;
+	if (i >= 0) {
+		*pid = l->procs[i].pid;
+		if (cache_proc_gone(k->cache, app, *pid))
 			rc = -ENOENT;
 	}
 	cache_list_put(l);
@@ -140,7 +140,7 @@ int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct 
 	}
 	if (n == 2 && (SEG_IS(1, "site") || SEG_IS(1, "scm"))) {
 		node->kind = FS_ROLE_LINK;
-		node->role = SEG_IS(1, "scm") ? CACHE_ROLE_SCM : CACHE_ROLE_SITE;
+		node->role = SEG_IS(1, "scm") ? KUDU_ROLE_SCM : KUDU_ROLE_SITE;
 		return 0;
 	}
 	if (n == 2)
@@ -304,7 +304,6 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		return 0;
 	case FS_APP: {
 		struct cache_list *l;
-		bool roles = false;
 
 		/* One snapshot per listing: libfuse calls readdir again for the
 		 * rest of a big directory, and those calls must see the same list
@@ -312,16 +311,14 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
 
 		if (h && off > 0 && h->list) {
-			l = h->list;
-			atomic_fetch_add(&l->refs, 1);
+			l = cache_list_get(h->list);
 		} else {
 			rc = cache_get_list(k->cache, n.app, &l);
 			if (rc < 0)
 				return rc;
 			if (h) {
 				cache_list_put(h->list);
-				atomic_fetch_add(&l->refs, 1);
-				h->list = l;
+				h->list = cache_list_get(l);
 			}
 		}
 		/* Attributes go with the first listing of each list snapshot only:
@@ -329,7 +326,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		 * entry refreshes, which would cost two GETXATTRs per process on
 		 * every later `ls -l`. Dentries from the first listing stay valid
 		 * for entry_timeout, and expire into ordinary lookups after. */
-		if (atomic_load(&l->listed))
+		if (atomic_load(&k->listed_gen[n.app]) == l->gen)
 			e.plus = false;
 		/* So a grep over every details.json right after is served from
 		 * cache. Details are Kudu's slow call (it runs KuduHandles.exe per
@@ -338,20 +335,16 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 			cache_prefetch_details(k->cache, n.app, l);
 		fill_stat(k, &st, S_IFREG | 0444, (off_t)l->raw_len);
 		dir_add(&e, "processes.json", &st);
-		for (size_t i = 0; i < l->nprocs; i++) {
-			const struct cache_proc *p = &l->procs[i];
-			if (!strcasecmp(p->name, "w3wp") || !strcasecmp(p->name, "dotnet"))
-				roles = true;
-			if (!cache_proc_gone(k->cache, n.app, p->pid))
-				dir_add(&e, p->dirname, &dir_st);
-		}
+		for (size_t i = 0; i < l->nprocs; i++)
+			if (!cache_proc_gone(k->cache, n.app, l->procs[i].pid))
+				dir_add(&e, l->dirnames[i], &dir_st);
 		/* found through details: left to a lookup */
-		if (roles) {
+		if (l->role_holders) {
 			dir_add(&e, "scm", NULL);
 			dir_add(&e, "site", NULL);
 		}
 		if (!e.full)
-			atomic_store(&l->listed, true);
+			atomic_store(&k->listed_gen[n.app], l->gen);
 		cache_list_put(l);
 		return 0;
 	}
@@ -557,6 +550,20 @@ static int op_unlink(const char *path)
 }
 
 static const char *const xattr_names[] = { "state", "bytes", "url", "error", "filename" };
+/* A process directory's: site, scm or empty, as the <app>/site and <app>/scm links say. */
+#define XATTR_ROLE XATTR_PREFIX "role"
+
+static int xattr_reply(const char *v, char *value, size_t size)
+{
+	size_t len = strlen(v);
+
+	if (size == 0)
+		return (int)len;
+	if (size < len)
+		return -ERANGE;
+	memcpy(value, v, len);
+	return (int)len;
+}
 
 static int op_getxattr(const char *path, const char *name, char *value, size_t size)
 {
@@ -565,7 +572,6 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	struct fs_node n;
 	char num[32];
 	const char *v;
-	size_t len;
 	int rc;
 
 	/* ls -l asks every entry for security.selinux and its ACLs: answer
@@ -575,6 +581,12 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	rc = fs_parse_path(k, path, &n);
 	if (rc < 0)
 		return rc;
+	if (n.kind == FS_PROC_DIR && !strcmp(name, XATTR_ROLE)) {
+		enum kudu_role role;
+
+		rc = cache_proc_role(k->cache, n.app, n.pid, &role);
+		return rc < 0 ? rc : xattr_reply(kudu_model_role_name(role), value, size);
+	}
 	if (n.kind != FS_DUMP)
 		return -ENODATA;
 	name += strlen(XATTR_PREFIX);
@@ -593,13 +605,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	} else {
 		return -ENODATA;
 	}
-	len = strlen(v);
-	if (size == 0)
-		return (int)len;
-	if (size < len)
-		return -ERANGE;
-	memcpy(value, v, len);
-	return (int)len;
+	return xattr_reply(v, value, size);
 }
 
 static int op_listxattr(const char *path, char *list, size_t size)
@@ -611,6 +617,14 @@ static int op_listxattr(const char *path, char *list, size_t size)
 
 	if (rc < 0)
 		return rc;
+	if (n.kind == FS_PROC_DIR) {
+		need = strlen(XATTR_ROLE) + 1;
+		if (size && size < need)
+			return -ERANGE;
+		if (size)
+			memcpy(list, XATTR_ROLE, need);
+		return (int)need;
+	}
 	if (n.kind != FS_DUMP)
 		return 0;
 	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)

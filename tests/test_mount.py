@@ -403,6 +403,71 @@ def test_list_items_with_pid_or_identifier_instead_of_id(faulty):
     assert r.stdout.split() == ["dotnet-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
 
 
+def test_repeated_pid_listed_once_first_item_kept(faulty):
+    """Two items with one pid could never be told apart in the tree: the first is shown, the log says so."""
+    emu, m = faulty
+    body = json.dumps([{"id": 77, "name": "first"}, {"id": 78, "name": "w3wp"},
+                       {"id": 77, "name": "second"}])
+    emu.add_fault(route="list", site="demo", kind="status", status=200, body=body,
+                  content_type="application/json")
+    r = run(["ls", os.path.join(m.path, "demo")])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["first-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
+    assert wait_for(lambda: "1 with a pid listed before" in m.log(), timeout=5), m.log()
+
+
+ROLE = "user.kudufs.role"
+
+
+def role_of(path):
+    return os.getxattr(path, ROLE).decode()
+
+
+def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
+    """user.kudufs.role on each process directory: site, scm or empty, decided by the same
+    search as the <app>/site and <app>/scm links (w3wp, else dotnet; is_scm_site)."""
+    emu = make_emulator({"sites": {
+        "demo": {},
+        # no w3wp (Linux, Functions): dotnet holds the roles
+        "lin": {"processes": [{"name": "node", "pid": 30}, {"name": "dotnet", "pid": 31, "scm": True},
+                              {"name": "dotnet", "pid": 32}, {"name": "dotnet", "pid": 33}]},
+        "none": {"processes": [{"name": "node", "pid": 40}]},
+    }})
+    m = mount({a: emu.url(a) for a in ("demo", "lin", "none")}, opts=("list_ttl=60", "detail_ttl=120"))
+    for app, expect in (("demo", {"w3wp-4100": "scm", "w3wp-4292": "site", "dotnet-5012": "",
+                                  "php-cgi-6240": ""}),
+                        ("lin", {"node-30": "", "dotnet-31": "scm", "dotnet-32": "site",
+                                 "dotnet-33": ""}),  # a second site candidate: the link names the first
+                        ("none", {"node-40": ""})):
+        d = os.path.join(m.path, app)
+        got = {e: role_of(os.path.join(d, e)) for e in os.listdir(d)
+               if os.path.isdir(os.path.join(d, e)) and not os.path.islink(os.path.join(d, e))}
+        assert got == expect, (app, got)
+        for role in ("site", "scm"):
+            link = os.path.join(d, role)
+            if role in expect.values():
+                assert got[os.readlink(link)] == role
+            else:
+                assert os_errno(os.readlink, link) == errno.ENOENT
+        assert ROLE in os.listxattr(os.path.join(d, sorted(expect)[0]))
+    # only process directories have it
+    assert os_errno(os.getxattr, os.path.join(m.path, "demo"), ROLE) == errno.ENODATA
+    assert os_errno(os.getxattr, os.path.join(m.path, "demo", "w3wp-4292", "details.json"),
+                    ROLE) == errno.ENODATA
+
+
+def test_role_xattr_details_error_is_the_error_not_empty(faulty):
+    """A candidate whose details fail has an unknown role: EIO, never a wrong ''."""
+    emu, m = faulty
+    d = os.path.join(m.path, "demo", "w3wp-4292")
+    emu.add_fault(route="details", site="demo", kind="status", status=500)
+    assert os_errno(os.getxattr, d, ROLE) == errno.EIO
+    # a process that cannot hold a role needs no details
+    assert role_of(os.path.join(m.path, "demo", "php-cgi-6240")) == ""
+    emu.clear_faults()
+    assert role_of(d) == "site"
+
+
 def test_meta_timeout_option_bounds_a_hung_list(make_emulator, mount):
     emu = make_emulator()
     m = mount({"demo": emu.url("demo")}, opts=("meta_timeout=1", "list_ttl=0", "negative_ttl=0"))
