@@ -4,8 +4,112 @@
  * Knows nothing of FUSE: fs/ passes an "interrupted" callback where a
  * reader may wait. Functions return 0 / byte counts or a negative errno.
  *
- * Lock order: meta_lock and cap_lock are never held together, and neither
- * is held across a network wait or a callback into fs/.
+ * Files: cache.c (cache_new/cache_free), meta.c (process lists, details),
+ * capture.c (the capture state machine and the per-app dump queue),
+ * spool.c (cache_dir, the spool directory and its files), status.c
+ * (status.json); cache_priv.h holds the structs they share.
+ *
+ * ==== Concurrency ====
+ *
+ * Threads
+ *   FUSE workers  libfuse's fuse_loop_mt (at most 64, 10 kept idle; with -s
+ *                 the main thread alone). Every fs/ operation, and so every
+ *                 cache_* call, runs on one. A worker may block: on
+ *                 meta_cond while another worker fetches the same list or
+ *                 details, in kudu_client_fetch() for its own fetch, on a
+ *                 capture's cond until its dump bytes land (waking every
+ *                 200 ms to poll the interrupted callback), and in
+ *                 token_command after a dump's 401.
+ *   transfer      kudu/client.c, one per client: drives libcurl and calls
+ *                 every request's on_progress and on_done (capture.c's
+ *                 on_progress/on_done, meta.c's prefetch_done, the waker
+ *                 of kudu_client_fetch), holding no lock of ours. It never
+ *                 waits for a worker; on_done may submit the app's next
+ *                 queued dump (kudu_client_submit only enqueues).
+ *   signal        fs/main.c: sigwait()s SIGTERM/SIGINT/SIGHUP and unmounts;
+ *                 takes no lock and touches nothing in cache/.
+ *   main          setup and teardown. After the loop (workers joined):
+ *                 fs_release_handles(), kudu_client_free() (outstanding
+ *                 requests end with -ECANCELED, on_done on the transfer
+ *                 thread, which is then joined), cache_free(). So
+ *                 cache_free() runs when no callback can come any more.
+ *   A request submitted once kudu_client_free() has begun is completed at
+ *   once with -ECANCELED by the submitting thread (kudu/client.c). In the
+ *   mount only the transfer thread itself submits then (a cancelled dump's
+ *   on_done starting the app's next queued one), so on_done and on_progress
+ *   always run on the transfer thread.
+ *
+ * Locks: each guards exactly what is listed
+ *   cache.meta_lock      every struct app_meta (list snapshot, list_at,
+ *                        list_err(_at), list_inflight, the details hash) and
+ *                        every detail_entry. meta_cond goes with it: a list
+ *                        or details fetch ended (the *_inflight flags make
+ *                        fetches single-flight; others wait on meta_cond).
+ *   cache.cap_lock       the capture table (captures), the per-app queues
+ *                        (dumps[*]), spool_bytes, seq, stat_*, and every
+ *                        field of every struct capture except the immutable
+ *                        ones (cache_priv.h names the lock of each field).
+ *                        Each capture's cond goes with it: bytes landed, or
+ *                        the state changed.
+ *   kudu_client.lock     the client's incoming queue and stopping flag.
+ *   kudu_app.token_lock  the app's bearer token (replaced by
+ *                        kudu_app_refresh_token, read for each request).
+ *   sync_wait.lock       one kudu_client_fetch() call's done flag.
+ *   kudufs.handles_lock  fs/'s list of open handles (prev/next).
+ *   Not locked: what is immutable once published (cfg, the per-app arrays
+ *   themselves, a capture's app/pid/type/url, the content of a cache_list
+ *   or cache_blob), and atomics (cache_list/cache_blob refs, a request's
+ *   cancel, fs/'s handle->cap).
+ *
+ * Lock rules
+ *   - No thread holds two of these locks at once. The one exception is
+ *     teardown: fs_release_handles() holds handles_lock while releasing
+ *     captures (cap_lock). So the order is handles_lock, then cap_lock.
+ *   - None is held across a network wait, a request submission (c->submit
+ *     may run on_done before it returns), token_command, a pread() of
+ *     spool data, or a call into fs/. Code that must do one of these drops
+ *     the lock and looks at the state again after retaking it
+ *     (begin_locked, retry_auth_locked, meta.c's fetches).
+ *
+ * Capture references (refs, under cap_lock): one for the table while
+ * in_table, one per reader (acquire .. release), one for the request from
+ * its start until on_done. The last put closes the fd and frees it. The
+ * checks that read meaning into a count are named: capture_is_unused()
+ * (only the table holds it: eviction may take it) and
+ * capture_is_queued_for_one_reader() (the last reader is leaving a queued
+ * dump).
+ *
+ * Capture states (capture.state, cap_lock). W: a FUSE worker moves it,
+ * T: the transfer thread (on_progress/on_done).
+ *
+ *                  cache_capture_acquire: new, in the table
+ *                                 |
+ *                                 v
+ *   W: its last reader    +---> IDLE <-------------------------------+
+ *      leaves the queue   |       |  W: first read (begin_locked)    |
+ *                         |       +-------------------+              |
+ *                         |       | the app has an    | the app has  |
+ *                         |       v active dump       | none         |
+ *                         +---- QUEUED                |              |
+ *                                 |  T: the app's     |              |
+ *                                 |  active dump      |              |
+ *                                 |  ended: FIFO head |              |
+ *                                 v                   |              |
+ *                             FETCHING <--------------+              |
+ *                              |     |                               |
+ *          T: 200 with a dump  |     |  T: an error, an empty or     |
+ *             body             |     |  text/JSON 200, or ENOSPC     |
+ *                              v     v  from on_progress             |
+ *                        COMPLETE   FAILED --------------------------+
+ *                                      W: a 401 on a token_command app:
+ *                                         a reader runs token_command
+ *                                         (once per capture), then the
+ *                                         capture begins again
+ *
+ *   Out of the table (freed at the last reference): COMPLETE on rm
+ *   (cache_capture_drop), on eviction under cache_max when unused, or at
+ *   the next acquire after dump_ttl; FAILED at the next acquire (a fresh
+ *   capture replaces it). QUEUED and FETCHING ones stay until cache_free().
  */
 #ifndef KUDUFS_CACHE_H
 #define KUDUFS_CACHE_H
