@@ -3,11 +3,11 @@
 
     python3 tests/kudu_emulator.py [--host 127.0.0.1] [--port 0] [--spec FILE_OR_INLINE_JSON]
                                    [--user U] [--password P] [--token T] [--instances N]
-                                   [--verbose]
+                                   [--rate-mbps R] [--verbose]
 
 Prints exactly one line "kudu-emulator listening on http://HOST:PORT" on stdout once it
-accepts connections; stops cleanly on SIGTERM/SIGINT. --user/--password/--token/--instances
-set the top-level spec keys of the same names.
+accepts connections; stops cleanly on SIGTERM/SIGINT. --user/--password/--token/--instances/
+--rate-mbps set the top-level spec keys user/password/token/instances/rate_mbps.
 
 Behaviour follows shared/kudu-api.md:
   * every site is served under /<site>/api/processes..., the first site also at the root;
@@ -22,6 +22,35 @@ Behaviour follows shared/kudu-api.md:
     "...being used by another process." and the earlier one is cut. The file is per SITE,
     shared by all its instances (%HOME% is common to them).
   * Basic auth, or Bearer when a token is configured; else 401 + WWW-Authenticate.
+  * Process Explorer routes (Windows): GET .../{id}/threads -> [{id, href, state}],
+    .../threads/{tid} -> ProcessThreadInfo (process, start_address, current_priority,
+    priority_level, base_priority, start_time, total_/user_/priviledged_processor_time, state,
+    wait_reason), .../modules -> [{base_address, file_name, file_version, href}] (4 modules),
+    .../modules/{base} -> ProcessModuleInfo (+ file_path, module_memory_size,
+    file_description, product, product_version, language); the same lists as in the details.
+    .../environments/{all|substring}. Unknown thread/module: 404 {"Message"}.
+  * GET [/<site>]/api/settings | /api/deployments | /api/environment: 200 JSON (routes every
+    Kudu answers, also on a Linux Consumption site; for "is there a Kudu at all" probes).
+
+Linux sites ("platform": "linux", KuduLite proxying dotnet-monitor, shared/kudu-api.md §3, §8):
+  * list: [{pid, uid, name, isDefault}] sorted by pid (no id/href/machineName); details:
+    {pid, uid, name, commandLine, operatingSystem: "linux", processArchitecture: "x64"};
+    uid is a GUID per (instance, pid). No 0/-1; an unknown pid is dotnet-monitor's 400
+    application/problem+json {type, title, status, detail: "Unable to discover a target
+    process."}. Default processes: dotnet 85 (every instance) and dotnet 142 + 4*i.
+  * GET .../{id}/dump?type=Mini|Full|WithHeap|Triage (case-insensitive; absent: WithHeap;
+    dumpType= is ignored; another value: 400 problem+json): dump_delay, then 200
+    application/octet-stream, chunked (no Content-Length), Content-Disposition: attachment;
+    filename="core_YYYYMMDD_HHMMSS_PID". Bodies as above with the type name in the seed and
+    an ELF header b"\x7fELF\x02\x01\x01\x00"; sizes mini_size, full_size, withheap_size
+    (16 MiB), triage_size (1 MiB). One dump at a time per INSTANCE (each runs its own
+    dotnet-monitor): another one meanwhile gets 429 problem+json and the first goes on (no
+    cut, no site-wide file race). stats: sites[S]["dump_busy"] counts the 429s.
+  * threads, modules, DELETE: 400 application/json "Not supported on Linux" (a JSON string);
+    environments/{filter}: Kudu's own environment whatever the pid; POST .../stop: 404.
+  * "dotnet_monitor": false: every process route is 400 text/plain "Not supported on Linux".
+  * "consumption": true: every process route is 404 (empty body); /api/settings,
+    /api/deployments, /api/environment and /instance/all still answer 200.
 
 Dump bodies are deterministic: a 1 MiB pattern block per (site, [instance,] pid, dumpType)
 from shake_256(sha256 seed); chunk i (1 MiB) = 8-byte big-endian i + block[8:], except that
@@ -36,6 +65,8 @@ Spec (JSON, all optional):
    "arm_token": T,                       Bearer token of the ARM route (default: "token";
                                          none: every ARM request is 401)
    "arm_page_size": 2,                   ARM instance-list page size
+   "rate_mbps": R,                       cap every dump body at R MiB/s (--rate-mbps R;
+                                         1 "mbps" = 1 MiB/s = 1048576 bytes/s here)
    "gzip_json": false, "faults": [...],
    "sites": {NAME: {
      "sku", "mini_size", "full_size", "dump_delay", "release_on_disconnect",
@@ -47,6 +78,11 @@ Spec (JSON, all optional):
      "arm_name": NAME,                   the ARM name: "APP" or "APP/slots/SLOT" (default: NAME;
                                          ARM .../sites/APP/slots/SLOT also finds site "APP-SLOT")
      "arm_page_size": N,
+     "platform": "windows"|"linux",      Linux: see below
+     "dotnet_monitor": true,             Linux only: false = every process route 400 text
+     "consumption": false,               true: process routes 404 (Linux Consumption)
+     "withheap_size", "triage_size",     Linux WithHeap/Triage dump sizes (also per process)
+     "rate_mbps": R,                     dump body rate cap of this site (MiB/s)
      "processes": [{"name", "pid", "scm", "mini_size", "full_size", "user_name", "dump_error",
                     "instances": [index or id, ...]  (only on these instances; default all),
                     "details": {extra/overriding detail fields}}]}}}
@@ -143,6 +179,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 import zipfile
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,13 +187,20 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 CHUNK = 1 << 20
 MDMP_HEADER = b"MDMP\x93\xa7\x00\x00"
+ELF_HEADER = b"\x7fELF\x02\x01\x01\x00"  # a Linux (dotnet-monitor) dump is an ELF core
+# dotnet-monitor's dump types (?type=, case-insensitive; default WithHeap)
+LINUX_TYPES = {"mini": "Mini", "full": "Full", "withheap": "WithHeap", "triage": "Triage"}
+LINUX_SIZE_KEYS = {"Mini": "mini_size", "Full": "full_size", "WithHeap": "withheap_size",
+                   "Triage": "triage_size"}
+NOT_ON_LINUX = "Not supported on Linux"
 DEFAULT_USER = "demo"
 DEFAULT_PASSWORD = "demo-secret-pw"
 API_BASES = (("api", "processes"), ("api", "diagnostics", "processes"), ("diagnostics", "processes"))
 ROUTES = ("list", "details", "dump", "other")
+MISC_ROUTES = ("settings", "deployments", "environment")
 FAULT_ROUTES = ("list", "details", "dump", "other", "instance_all", "arm", "any")
 FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed",
-               "frontend_timeout")
+               "frontend_timeout", "trickle", "rate")
 CONFLICT_MSG = ("The process cannot access the file 'C:\\home\\LogFiles\\minidump\\minidump.dmp' "
                 "because it is being used by another process.")
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -206,13 +250,14 @@ def iter_dump(site, pid, dump_type, size, start=0, instance=None):
     """Yield memoryviews of the dump body from byte `start`. Reuses one buffer: consume each
     view before asking for the next one."""
     block = pattern_block(site, pid, dump_type, instance)
+    header = ELF_HEADER if isinstance(dump_type, str) else MDMP_HEADER
     buf = bytearray(block)
     mv = memoryview(buf)
     idx, off = divmod(start, CHUNK)
     nchunks = (size + CHUNK - 1) // CHUNK
     while idx < nchunks:
         if idx == 0:
-            buf[0:8] = MDMP_HEADER
+            buf[0:8] = header
         else:
             struct.pack_into(">Q", buf, 0, idx)
         n = min(CHUNK, size - idx * CHUNK)
@@ -293,6 +338,20 @@ def default_processes(index=0):
             {"name": "php-cgi", "pid": 6240}]
 
 
+def default_linux_processes(index=0):
+    """What dotnet-monitor sees in a Linux container: the app's dotnet (the same pid on every
+    instance) and a second .NET process whose pid differs per instance."""
+    return [{"name": "dotnet", "pid": 85},
+            {"name": "dotnet", "pid": 142 + 4 * index}]
+
+
+def linux_type(value):
+    """dotnet-monitor's ?type= as its canonical name; None when invalid. Absent: WithHeap."""
+    if value is None:
+        return "WithHeap"
+    return LINUX_TYPES.get(str(value).strip().lower())
+
+
 def generated_processes(count, name=None):
     procs = []
     names = [name] if name else ["dotnet", "node"]
@@ -304,6 +363,13 @@ def generated_processes(count, name=None):
         else:
             procs.append({"name": names[i % len(names)], "pid": 10000 + i})
     return procs
+
+
+def exe_path(proc):
+    return {"w3wp": r"D:\Windows\SysWOW64\inetsrv\w3wp.exe",
+            "dotnet": r"D:\Program Files\dotnet\dotnet.exe",
+            "php-cgi": r"D:\Program Files (x86)\PHP\v8.0\php-cgi.exe"}.get(
+        proc["name"], "D:\\home\\site\\wwwroot\\%s.exe" % proc["name"])
 
 
 def instance_id(site, index):
@@ -327,7 +393,7 @@ class Instance:
         if "processes" in spec:
             procs = [dict(p) for p in spec["processes"]]
         elif "count" not in spec:
-            procs = default_processes(index)
+            procs = default_linux_processes(index) if site.linux else default_processes(index)
         else:
             procs = []
         if "count" in spec:
@@ -369,6 +435,8 @@ class Instance:
         return None
 
     def resolve(self, pid):
+        if self.site.linux:  # dotnet-monitor knows no 0/-1
+            return self.procs.get(pid)
         if pid == 0:
             return self.scm_proc()
         if pid == -1:
@@ -382,6 +450,67 @@ class Instance:
         if un is not None:
             item["user_name"] = un
         return item
+
+    def uid(self, proc):
+        """dotnet-monitor's runtime instance cookie: a GUID, per instance and pid."""
+        h = hashlib.sha256(("uid/%s/%s/%d" % (self.site.name, self.id, proc["pid"])).encode())
+        return str(uuid.UUID(bytes=h.digest()[:16], version=4))
+
+    def linux_list_item(self, proc):
+        return {"pid": proc["pid"], "uid": self.uid(proc), "name": proc["name"],
+                "isDefault": False}
+
+    def linux_detail(self, proc):
+        d = {"pid": proc["pid"], "uid": self.uid(proc), "name": proc["name"],
+             "commandLine": "/usr/share/dotnet/dotnet /home/site/wwwroot/%s.dll" % self.site.name,
+             "operatingSystem": "linux", "processArchitecture": "x64"}
+        d.update(proc.get("details") or {})
+        return d
+
+    def kudu_environment(self):
+        """Kudu's own environment (KuduLite answers it for any pid)."""
+        return {"WEBSITE_SITE_NAME": self.site.name, "WEBSITE_INSTANCE_ID": self.id,
+                "COMPUTERNAME": self.machine, "WEBSITE_USE_DOTNET_MONITOR":
+                "true" if self.site.dotnet_monitor else "false", "FRAMEWORK": "DOTNETCORE"}
+
+    def threads(self, proc, href):
+        pid = proc["pid"]
+        return [{"id": t, "href": "%s/threads/%d" % (href, t), "state": "Wait"}
+                for t in (pid * 4 + 4, pid * 4 + 8, pid * 4 + 12)]
+
+    def thread_detail(self, proc, href, tid):
+        """GetThread's ProcessThreadInfo (Newtonsoft Ignore: false/0/null left out)."""
+        pid = proc["pid"]
+        start = BASE_TIME - timedelta(seconds=pid % 86400 + 3631 * self.index - (tid % 97))
+        d = {"id": tid, "href": "%s/threads/%d" % (href, tid), "process": href,
+             "start_address": "0x%x" % (0x7ffb5c3f0000 + tid * 16), "current_priority": 8,
+             "priority_level": "Normal", "base_priority": 8, "start_time": iso(start),
+             "total_processor_time": timespan(0.5 + tid % 7), "user_processor_time": timespan(0.25 + tid % 5),
+             "priviledged_processor_time": timespan(0.25), "state": "Wait",
+             "wait_reason": "UserRequest"}
+        return d
+
+    def modules(self, proc, href):
+        return [{"base_address": m[0], "file_name": m[1], "file_version": m[2],
+                 "href": "%s/modules/%s" % (href, m[0])} for m in self.module_table(proc)]
+
+    def module_table(self, proc):
+        exe = proc["name"] + ".exe"
+        return [("7ff6a1b20000", exe, "10.0.20348.1"),
+                ("7ffb5c3d0000", "ntdll.dll", "10.0.20348.2849"),
+                ("7ffb5a8e0000", "KERNEL32.DLL", "10.0.20348.2849"),
+                ("7ffb2f410000", "coreclr.dll", "8.0.1124.51707")]
+
+    def module_detail(self, proc, href, base):
+        for b, name, ver in self.module_table(proc):
+            if b == base.lower():
+                path = exe_path(proc) if name.endswith(".exe") else r"C:\Windows\System32\%s" % name
+                return {"base_address": b, "file_name": name, "href": "%s/modules/%s" % (href, b),
+                        "file_path": path, "module_memory_size": 0x1f0000 + int(b[-5:-4], 16) * 4096,
+                        "file_version": ver, "file_description": name.split(".")[0],
+                        "product": "Microsoft\u00ae Windows\u00ae Operating System",
+                        "product_version": ver, "language": "English (United States)"}
+        return None
 
     def detail(self, proc, base, href):
         site = self.site
@@ -400,26 +529,21 @@ class Instance:
         start = BASE_TIME - timedelta(seconds=pid % 86400 + 3631 * k, microseconds=pid * 7 % 1000000)
         tids = [pid * 4 + 4, pid * 4 + 8, pid * 4 + 12]
         scm = bool(proc.get("scm"))
-        exe = {"w3wp": r"D:\Windows\SysWOW64\inetsrv\w3wp.exe",
-               "dotnet": r"D:\Program Files\dotnet\dotnet.exe",
-               "php-cgi": r"D:\Program Files (x86)\PHP\v8.0\php-cgi.exe"}.get(
-            proc["name"], "D:\\home\\site\\wwwroot\\%s.exe" % proc["name"])
+        exe = exe_path(proc)
         mb = 1024 * 1024
         d = {
             "id": pid, "name": proc["name"], "href": href,
             "minidump": href + "/dump",
             "parent": "%s/%d" % (base, ppid),
             "children": children,
-            "threads": [{"id": t, "href": "%s/threads/%d" % (href, t), "state": "Wait"} for t in tids],
+            "threads": self.threads(proc, href),
             "open_file_handles": [r"D:\home\LogFiles\eventlog.xml"] if is_w3wp else [],
-            "modules": [{"base_address": "7ffb5c3d0000", "file_name": "ntdll.dll",
-                         "file_version": "10.0.20348.2849",
-                         "href": href + "/modules/7ffb5c3d0000"}],
+            "modules": self.modules(proc, href),
             "file_name": exe,
             "command_line": "%s -ap \"%s%s\"" % (exe, "~1" if scm else "", site.name) if is_w3wp else exe,
             "user_name": site.user_name(proc),
             "handle_count": 400 + pid % 500 + 13 * k,
-            "module_count": 1,
+            "module_count": len(self.module_table(proc)),
             "thread_count": len(tids),
             "start_time": iso(start),
             "total_cpu_time": timespan(3.125 + pid % 7 + 1.5 * k),
@@ -469,6 +593,13 @@ class Site:
         self.password = spec.get("password")
         self.token = spec.get("token")
         self.arm_name = str(spec.get("arm_name") or name)
+        self.platform = str(spec.get("platform", "windows")).lower()
+        self.linux = self.platform == "linux"
+        self.dotnet_monitor = bool(spec.get("dotnet_monitor", True))
+        self.consumption = bool(spec.get("consumption", False))
+        self.withheap_size = int(spec.get("withheap_size", 16 << 20))
+        self.triage_size = int(spec.get("triage_size", 1 << 20))
+        self.rate_mbps = spec.get("rate_mbps")
         self.routing = spec.get("routing", "round_robin")
         self._rr = 0
         want = spec.get("instances", default_instances)
@@ -541,6 +672,9 @@ class Site:
         return self.first.procs
 
     def dump_size(self, proc, dump_type):
+        if isinstance(dump_type, str):
+            key = LINUX_SIZE_KEYS[dump_type]
+            return int(proc.get(key, getattr(self, key)))
         if dump_type == 2:
             return int(proc.get("full_size", self.full_size))
         return int(proc.get("mini_size", self.mini_size))
@@ -571,7 +705,9 @@ class State:
         self.faults = []
         for f in spec.get("faults") or []:
             self.add_fault(f)
-        self.active_dumps = {}  # site -> DumpCtx
+        self.active_dumps = {}  # site -> DumpCtx (Windows: Kudu's one minidump.dmp per site)
+        self.linux_dumps = set()  # (site, instance) with a dotnet-monitor dump running
+        self.rate_mbps = spec.get("rate_mbps")
         self.reset_stats()
 
     def spec(self):
@@ -612,7 +748,7 @@ class State:
             s = {"list": 0, "details": 0, "dump": 0, "other": 0, "dump_peak": 0,
                  "dump_current": 0, "dumps_by_key": {}, "dump_bytes": 0, "affinity": [],
                  "instance_all": 0, "arm_instances": 0, "dump_conflicts": 0,
-                 "dump_intervals": [], "routing": [], "instances": {}}
+                 "dump_intervals": [], "routing": [], "instances": {}, "dump_busy": 0}
             self.site_stats[name] = s
         return s
 
@@ -703,19 +839,54 @@ class Abort(Exception):
 
 # --------------------------------------------------------------------------- HTTP
 
+class Pacer:
+    """A token bucket for dump bodies: `rate` bytes/s on average (writes of `step` bytes,
+    about 5 ms of data each); a client slower than the rate earns at most 50 ms of burst."""
+
+    def __init__(self, rate):
+        self.rate = float(rate)
+        self.step = max(4096, min(1 << 20, int(self.rate / 200)))
+        self.t0 = None
+        self.sent = 0
+
+    def consume(self, n, cancel=None):
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        self.sent += n
+        wait = self.t0 + self.sent / self.rate - now
+        if wait > 0:
+            (cancel or threading.Event()).wait(wait)
+        elif wait < -0.05:
+            self.t0 += -wait - 0.05
+
+
+def make_pacer(mbps):
+    """A Pacer for a rate in MiB/s, or None for no cap (None/0)."""
+    if not mbps or float(mbps) <= 0:
+        return None
+    return Pacer(float(mbps) * 1048576)
+
+
 class ChunkedWriter:
     """File-like for zipfile: writes HTTP/1.1 chunks, counts bytes (no tell: zipfile then
     writes data descriptors, as for any unseekable stream)."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, pacer=None):
         self.h = handler
+        self.pacer = pacer
 
     def write(self, data):
-        if data:
-            n = len(data)
+        step = self.pacer.step if self.pacer is not None else len(data) or 1
+        mv = memoryview(data)
+        for off in range(0, len(mv), step):
+            part = mv[off:off + step]
+            n = len(part)
             self.h.raw_write(b"%x\r\n" % n)
-            self.h.raw_write(data)
+            self.h.raw_write(part)
             self.h.raw_write(b"\r\n")
+            if self.pacer is not None:
+                self.pacer.consume(n)
         return len(data)
 
     def flush(self):
@@ -808,32 +979,53 @@ class Handler(BaseHTTPRequestHandler):
             pass
         raise Abort()
 
-    def write_body(self, pieces, faults=(), cancel=None, count_dump=None, total=None, before_last=None):
-        """Write an iterable of buffers, applying stall/reset/short faults at after_bytes.
-        before_last() runs just before the write that completes `total` bytes."""
-        body_faults = sorted((f for f in faults if f["kind"] in ("stall", "reset", "short")),
+    def write_body(self, pieces, faults=(), cancel=None, count_dump=None, total=None, before_last=None,
+                   chunked=False, pacer=None):
+        """Write an iterable of buffers, applying stall/reset/short/trickle faults at after_bytes.
+        before_last() runs just before the write that completes `total` bytes. chunked: each
+        write is one HTTP/1.1 chunk (the caller writes the last-chunk). pacer: a Pacer capping
+        the rate."""
+        body_faults = sorted((f for f in faults if f["kind"] in ("stall", "reset", "short", "trickle")),
                              key=lambda f: int(f.get("after_bytes", 0)))
         sent = 0
         wfile = self.wfile
+        trickle = None  # [seconds between bytes, bytes left to trickle or None]
+        step = pacer.step if pacer is not None else 1 << 30
         for piece in pieces:
             while len(piece):
                 if cancel is not None and cancel.is_set():
                     self.rst()
+                limit = step
                 if body_faults:
                     at = int(body_faults[0].get("after_bytes", 0))
                     if sent >= at:
                         f = body_faults.pop(0)
-                        self.apply_body_fault(f, cancel)
+                        if f["kind"] == "trickle":
+                            left = f.get("bytes")
+                            trickle = [float(f.get("seconds", 1)), None if left is None else int(left)]
+                        else:
+                            self.apply_body_fault(f, cancel)
                         continue
-                    n = min(len(piece), at - sent)
-                else:
-                    n = len(piece)
+                    limit = min(limit, at - sent)
+                if trickle is not None:
+                    if trickle[1] is not None and trickle[1] <= 0:
+                        trickle = None
+                        continue
+                    limit = 1
+                n = min(len(piece), limit)
                 part = piece[:n] if n < len(piece) else piece
                 if before_last is not None and sent + n >= total:
                     before_last()
                     before_last = None
                 try:
-                    wfile.write(part)
+                    if chunked:
+                        wfile.write(b"%x\r\n" % n)
+                        wfile.write(part)
+                        wfile.write(b"\r\n")
+                    else:
+                        wfile.write(part)
+                    if trickle is not None:
+                        wfile.flush()
                 except OSError:
                     self.close_connection = True
                     raise Abort()
@@ -841,6 +1033,14 @@ class Handler(BaseHTTPRequestHandler):
                 if count_dump is not None:
                     count_dump(n)
                 piece = piece[n:]
+                if trickle is not None:
+                    if trickle[1] is not None:
+                        trickle[1] -= 1
+                    ev = cancel or threading.Event()
+                    if ev.wait(trickle[0]):
+                        self.rst()
+                elif pacer is not None:
+                    pacer.consume(n, cancel)
         # faults placed at or after the end of the body
         for f in body_faults:
             if f["kind"] in ("reset", "short") and int(f.get("after_bytes", 0)) <= sent:
@@ -984,7 +1184,12 @@ class Handler(BaseHTTPRequestHandler):
             if what == "digest" and method == "GET":
                 site = self.control_site()
                 inst = self.control_instances(site)[0]
-                dt = int(q.get("type", q.get("dumpType", 1)))
+                if site.linux:
+                    dt = linux_type(q.get("type"))
+                    if dt is None:
+                        raise ValueError("type= Mini|Full|WithHeap|Triage on a Linux site")
+                else:
+                    dt = int(q.get("type", q.get("dumpType", 1)))
                 pid = int(q.get("pid"))
                 p = inst.resolve(pid)
                 if "size" in q:
@@ -1064,6 +1269,31 @@ class Handler(BaseHTTPRequestHandler):
             return val.strip() == token
         return False
 
+    def parse_misc(self, path):
+        """(site, "settings"|"deployments"|"environment") for GET [/<site>]/api/<that>, or None:
+        routes every Kudu (KuduLite Consumption too) answers, for clients probing it."""
+        segs = [unquote(s) for s in path.split("/")][1:]
+        if segs and segs[-1] == "":
+            segs = segs[:-1]
+        site = self.st.first_site()
+        if segs and segs[0] in self.st.sites and len(segs) == 3:
+            site, segs = self.st.sites[segs[0]], segs[1:]
+        if len(segs) == 2 and segs[0].lower() == "api" and segs[1].lower() in MISC_ROUTES:
+            return site, segs[1].lower()
+        return None
+
+    def do_misc(self, site, inst, what, faults):
+        if what == "settings":
+            body = {"WEBSITE_SITE_NAME": site.name, "SCM_DO_BUILD_DURING_DEPLOYMENT": "false"}
+            if site.linux:
+                body["WEBSITE_USE_DOTNET_MONITOR"] = "true" if site.dotnet_monitor else "false"
+        elif what == "deployments":
+            body = []
+        else:
+            body = {"version": "98.0.0.0" if site.linux else "20.0.0.0",
+                    "siteLastModified": iso(BASE_TIME)}
+        return self.send_json(200, body, faults=faults)
+
     def parse_instance_all(self, path):
         """The site of GET [/<site>]/instance/all, or None."""
         segs = [unquote(s) for s in path.split("/")][1:]
@@ -1084,7 +1314,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.arm(method, path)
         parsed = self.parse_api_path(path)
         inst_all = self.parse_instance_all(path) if not parsed and method == "GET" else None
-        site = parsed[0] if parsed else (inst_all or st.first_site())
+        misc = self.parse_misc(path) if not parsed and not inst_all and method == "GET" else None
+        site = parsed[0] if parsed else (inst_all or (misc[0] if misc else st.first_site()))
         # ARR, in front of Kudu (and of its auth), pins by the ARRAffinity cookie
         affinity = arr_affinity(self.headers.get("Cookie"))
         inst = None
@@ -1115,7 +1346,9 @@ class Handler(BaseHTTPRequestHandler):
                     pid = int(rest[0])
                 except ValueError:
                     pid = None
-            if route == "dump":
+            if route == "dump" and site.linux:
+                dump_type = linux_type(self.query.get("type"))
+            elif route == "dump":
                 try:
                     dump_type = int(self.query.get("dumpType", "0") or 0)
                 except ValueError:
@@ -1180,9 +1413,18 @@ class Handler(BaseHTTPRequestHandler):
                     ids = [i.id for i in site.live_instances()]
                 return self.send_json(200, ids, faults=faults)
             if not parsed:
+                if misc is not None:
+                    return self.do_misc(misc[0], inst, misc[1], faults)
                 return self.message(404, "No HTTP resource was found that matches the request URI "
                                          "'http://%s%s'." % (self.host(), self.path))
             _, base, rest = parsed
+            if site.consumption:
+                # Linux Consumption: KuduLite has deployment routes only
+                return self.send_bytes(404, b"", ctype="text/plain")
+            if site.linux and not site.dotnet_monitor:
+                return self.send_bytes(400, NOT_ON_LINUX.encode(), ctype="text/plain; charset=utf-8")
+            if site.linux:
+                return self.do_linux(method, site, inst, base, rest, proc, route, dump_type, faults)
             if route == "list":
                 return self.do_list(site, inst, base, faults)
             if route == "details":
@@ -1348,12 +1590,24 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        href = "http://%s%s/%s" % (self.host(), base, rest[0]) if rest else ""
         if len(rest) == 2 and rest[1].lower() == "threads" and method == "GET":
-            return self.send_json(200, inst.detail(proc, "", "http://%s%s/%s" % (
-                self.host(), base, rest[0]))["threads"], faults=faults)
+            return self.send_json(200, inst.threads(proc, href), faults=faults)
         if len(rest) == 2 and rest[1].lower() == "modules" and method == "GET":
-            return self.send_json(200, inst.detail(proc, "", "http://%s%s/%s" % (
-                self.host(), base, rest[0]))["modules"], faults=faults)
+            return self.send_json(200, inst.modules(proc, href), faults=faults)
+        if len(rest) == 3 and rest[1].lower() == "threads" and method == "GET":
+            try:
+                tid = int(rest[2])
+            except ValueError:
+                return self.message(400, "The request is invalid.")
+            if tid not in [t["id"] for t in inst.threads(proc, href)]:
+                return self.message(404, "Thread with an Id of %d is not running." % tid)
+            return self.send_json(200, inst.thread_detail(proc, href, tid), faults=faults)
+        if len(rest) == 3 and rest[1].lower() == "modules" and method == "GET":
+            m = inst.module_detail(proc, href, rest[2])
+            if m is None:
+                return self.message(404, "Module with a base address of %s was not found." % rest[2])
+            return self.send_json(200, m, faults=faults)
         if len(rest) == 3 and rest[1].lower() == "environments" and method == "GET":
             env = inst.detail(proc, "", "")["environment_variables"]
             flt = rest[2].lower()
@@ -1367,6 +1621,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_dump(self, site, inst, rest, proc, dump_type, faults):
         st = self.st
+        if site.linux:
+            return self.do_linux_dump(site, inst, proc, dump_type, faults)
         fmt = self.query.get("format", "raw")
         if fmt.lower() not in ("raw", "zip"):
             if fmt.lower() in ("diagsession",):
@@ -1410,18 +1666,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", str(size))
             self.send_header("Content-Disposition", "attachment; filename=" + header_filename(fname))
             self.end_headers()
-            ss = st.site_stats.get(site.name)
-            ist = ss["instances"].get(inst.id) if ss is not None else None
             rec = self.dump_rec
-
-            def count(n):
-                st.dump_bytes += n  # approximate under races; informational only
-                if ss is not None:
-                    ss["dump_bytes"] += n
-                if ist is not None:
-                    ist["dump_bytes"] += n
-                if rec is not None:
-                    rec["bytes"] += n
+            count = self.dump_counter(site, inst)
+            pacer = self.dump_pacer(site, faults)
             pieces = iter_dump(site.name, proc["pid"], dump_type, size, instance=inst.seed)
 
             def release():
@@ -1435,16 +1682,132 @@ class Handler(BaseHTTPRequestHandler):
             if size == 0:
                 release()
             if zipped:
-                self.write_zip(pieces, ctx, release)
+                self.write_zip(pieces, ctx, release, pacer)
             else:
                 self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count, total=size,
-                                before_last=release)
+                                before_last=release, pacer=pacer)
             if rec is not None:
                 rec["complete"] = True
         finally:
             with st.lock:
                 if st.active_dumps.get(site.name) is ctx:
                     del st.active_dumps[site.name]
+
+    # ----------------------------------------------------------------- Linux (KuduLite)
+    def problem(self, status, title, detail, headers=()):
+        """An ASP.NET Core ProblemDetails body, as dotnet-monitor answers errors."""
+        body = {"type": "https://tools.ietf.org/html/rfc7231#section-6.5.1", "title": title,
+                "status": status, "detail": detail}
+        self.send_bytes(status, json.dumps(body).encode(), ctype="application/problem+json; charset=utf-8",
+                        headers=headers)
+
+    def do_linux(self, method, site, inst, base, rest, proc, route, dump_type, faults):
+        """KuduLite with dotnet-monitor: list/details/dump proxied to dotnet-monitor (its own
+        JSON and errors); threads, modules and kill are 400 JSON "Not supported on Linux";
+        environments is Kudu's own environment whatever the pid."""
+        if route == "list":
+            with self.st.lock:
+                procs = sorted(inst.procs.values(), key=lambda p: p["pid"])
+            return self.send_json(200, [inst.linux_list_item(p) for p in procs], faults=faults)
+        if route == "details":
+            if proc is None:
+                return self.problem(400, "ArgumentException", "Unable to discover a target process.")
+            return self.send_json(200, inst.linux_detail(proc), faults=faults)
+        if route == "dump":
+            return self.do_linux_dump(site, inst, proc, dump_type, faults)
+        sub = rest[1].lower() if len(rest) >= 2 else None
+        if (len(rest) == 1 and method == "DELETE") or (sub in ("threads", "modules") and method == "GET"):
+            return self.send_json(400, NOT_ON_LINUX, faults=faults)
+        if len(rest) == 3 and sub == "environments" and method == "GET":
+            env = inst.kudu_environment()
+            flt = rest[2].lower()
+            if flt != "all":
+                env = {k: v for k, v in env.items() if flt in k.lower()}
+            return self.send_json(200, env, faults=faults)
+        return self.send_bytes(404, b"", ctype="text/plain")
+
+    def do_linux_dump(self, site, inst, proc, dump_type, faults):
+        """dotnet-monitor's GET /dump/{pid}?type=: one dump at a time per instance (its own
+        dotnet-monitor; 429 for another), written to its temp file, then streamed chunked."""
+        st = self.st
+        if dump_type is None:
+            return self.problem(400, "One or more validation errors occurred.",
+                                "The value '%s' is not valid for type." % self.query.get("type"))
+        if proc is None:
+            return self.problem(400, "ArgumentException", "Unable to discover a target process.")
+        if proc.get("dump_error"):
+            return self.problem(400, "InvalidOperationException", str(proc["dump_error"]))
+        key = (site.name, inst.id)
+        with st.lock:
+            busy = key in st.linux_dumps
+            if busy:
+                st.sstat(site.name)["dump_busy"] += 1
+            else:
+                st.linux_dumps.add(key)
+        if busy:
+            return self.problem(429, "Too Many Requests",
+                                "Too many requests have been made for this operation; only one "
+                                "dump may be collected at a time.")
+        ctx = DumpCtx(self.connection)
+        try:
+            delay = site.dump_delay + sum(float(f.get("seconds", 1)) for f in faults
+                                          if f["kind"] == "slow_dump")
+            if self.wait_generation(ctx, delay, site.release_on_disconnect):
+                self.rst()
+            size = site.dump_size(proc, dump_type)
+            fname = "core_%s_%d" % (datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S"), proc["pid"])
+            self.send_response(200, "OK")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Disposition", 'attachment; filename="%s"' % fname)
+            self.end_headers()
+            count = self.dump_counter(site, inst)
+
+            def release():
+                with st.lock:
+                    st.linux_dumps.discard(key)
+                if self.finish_hook:
+                    self.finish_hook()
+            if size == 0:
+                release()
+            pieces = iter_dump(site.name, proc["pid"], dump_type, size, instance=inst.seed)
+            self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count, total=size,
+                            before_last=release, chunked=True, pacer=self.dump_pacer(site, faults))
+            self.raw_write(b"0\r\n\r\n")
+            if self.dump_rec is not None:
+                self.dump_rec["complete"] = True
+        finally:
+            with st.lock:
+                st.linux_dumps.discard(key)
+
+    def dump_counter(self, site, inst):
+        """count(n): add n dump body bytes to the counters of the site, instance and request."""
+        st = self.st
+        ss = st.site_stats.get(site.name)
+        ist = ss["instances"].get(inst.id) if ss is not None else None
+        rec = self.dump_rec
+
+        def count(n):
+            st.dump_bytes += n  # approximate under races; informational only
+            if ss is not None:
+                ss["dump_bytes"] += n
+            if ist is not None:
+                ist["dump_bytes"] += n
+            if rec is not None:
+                rec["bytes"] += n
+        return count
+
+    def dump_pacer(self, site, faults):
+        """The rate cap of this dump body: a "rate" fault's, else the site's, else the server's."""
+        mbps = None
+        for f in faults:
+            if f["kind"] == "rate":
+                mbps = f.get("mbps")
+                if f.get("bytes_per_second") is not None:
+                    return Pacer(float(f["bytes_per_second"]))
+        if mbps is None:
+            mbps = site.rate_mbps if site.rate_mbps is not None else self.st.rate_mbps
+        return make_pacer(mbps)
 
     def wait_generation(self, ctx, delay, release_on_disconnect):
         """The "writing minidump.dmp" phase. True when it must end without a response: cut by
@@ -1467,8 +1830,8 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 return True
 
-    def write_zip(self, pieces, ctx, release):
-        w = ChunkedWriter(self)
+    def write_zip(self, pieces, ctx, release, pacer=None):
+        w = ChunkedWriter(self, pacer)
         with zipfile.ZipFile(w, "w", zipfile.ZIP_STORED) as zf:
             with zf.open("minidump.dmp", "w", force_zip64=True) as out:
                 for p in pieces:
@@ -1541,10 +1904,12 @@ def main(argv=None):
     ap.add_argument("--password")
     ap.add_argument("--token")
     ap.add_argument("--instances", type=int, help="instances per site (a site's own key wins)")
+    ap.add_argument("--rate-mbps", dest="rate_mbps", type=float,
+                    help="cap every dump body at this many MiB/s (a site's own key wins)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
     spec = load_spec(a.spec)
-    for k in ("user", "password", "token", "instances"):
+    for k in ("user", "password", "token", "instances", "rate_mbps"):
         if getattr(a, k) is not None:
             spec[k] = getattr(a, k)
     srv = make_server(spec, a.host, a.port, a.verbose)

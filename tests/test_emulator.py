@@ -664,3 +664,116 @@ def test_cli_instances_flag():
         p.send_signal(signal.SIGTERM)
         assert p.wait(5) == 0
         p.stdout.close()
+
+
+# ---------------------------------------------------------------- Linux (issue 14) and Process Explorer routes
+
+LINUX = {"sites": {"lx": {"platform": "linux", "mini_size": 1000, "full_size": 3 * 1048576 + 7,
+                          "withheap_size": 2 * 1048576 + 1, "triage_size": 500, "dump_delay": 0.01},
+                   "nomon": {"platform": "linux", "dotnet_monitor": False},
+                   "cons": {"platform": "linux", "consumption": True},
+                   "win": {}}}
+
+
+def test_linux_list_and_details_are_dotnet_monitor_shapes(make_emulator):
+    emu = make_emulator(LINUX)
+    items = get_json(emu, "/lx/api/processes")
+    assert [i["pid"] for i in items] == [85, 142]
+    for it in items:
+        assert set(it) == {"pid", "uid", "name", "isDefault"}
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", it["uid"])
+    d = get_json(emu, "/lx/api/processes/85")
+    assert set(d) == {"pid", "uid", "name", "commandLine", "operatingSystem", "processArchitecture"}
+    assert d["uid"] == items[0]["uid"] and d["operatingSystem"] == "linux"
+    # dotnet-monitor has no 0/-1 and answers ProblemDetails
+    for pid in (0, -1, 99999):
+        status, h, body = request(emu, "/lx/api/processes/%d" % pid)
+        assert status == 400 and h["content-type"].startswith("application/problem+json")
+        assert json.loads(body)["detail"] == "Unable to discover a target process."
+    # threads, modules, kill: 400 JSON; environments: Kudu's own, whatever the pid
+    for path, method in (("/lx/api/processes/85/threads", "GET"), ("/lx/api/processes/85/modules", "GET"),
+                         ("/lx/api/processes/85", "DELETE")):
+        status, h, body = request(emu, path, method=method)
+        assert status == 400 and h["content-type"].startswith("application/json")
+        assert json.loads(body) == "Not supported on Linux"
+    env = get_json(emu, "/lx/api/processes/12345/environments/website_instance")
+    assert list(env) == ["WEBSITE_INSTANCE_ID"]
+
+
+def test_linux_dump_types_bodies_chunked(make_emulator):
+    emu = make_emulator(LINUX)
+    sums = {}
+    for t, size in (("Mini", 1000), ("Full", 3 * 1048576 + 7), ("WithHeap", 2 * 1048576 + 1), ("Triage", 500)):
+        status, h, body = request(emu, "/lx/api/processes/85/dump?type=%s" % t.lower())
+        assert status == 200, body
+        assert h["content-type"] == "application/octet-stream"
+        assert "content-length" not in h and h["transfer-encoding"] == "chunked"
+        assert re.fullmatch(r'attachment; filename="core_\d{8}_\d{6}_85"', h["content-disposition"])
+        assert len(body) == size and body[:4] == b"\x7fELF"
+        d = emu.digest("lx", 85, t)
+        assert d["type"] == t and d["size"] == size
+        assert d["sha256"] == hashlib.sha256(body).hexdigest()
+        sums[t] = body[8:400]
+    assert len(set(sums.values())) == 4
+    # dumpType= is not read: the default WithHeap body
+    status, _, body = request(emu, "/lx/api/processes/85/dump?dumpType=2")
+    assert status == 200 and hashlib.sha256(body).hexdigest() == emu.digest("lx", 85, "WithHeap")["sha256"]
+    status, _, body = request(emu, "/lx/api/processes/85/dump?type=Bogus")
+    assert status == 400 and "Bogus" in json.loads(body)["detail"]
+    st = emu.stats()["sites"]["lx"]
+    assert st["dumps_by_key"] == {"85/Mini": 1, "85/Full": 1, "85/WithHeap": 2, "85/Triage": 1, "85/None": 1}
+
+
+def test_linux_second_dump_429(make_emulator):
+    emu = make_emulator({"sites": {"lx": {"platform": "linux", "dump_delay": 1.0, "withheap_size": 100}}})
+    first = {}
+    t = threading.Thread(target=_reader, args=(emu, "/lx/api/processes/85/dump", first))
+    t.start()
+    assert wait_until(lambda: emu.stats()["sites"]["lx"]["dump_current"] == 1)
+    status, _, body = request(emu, "/lx/api/processes/142/dump?type=Mini")
+    assert status == 429 and json.loads(body)["status"] == 429
+    t.join(10)
+    assert first["status"] == 200 and len(first["body"]) == 100  # not cut, unlike Windows
+    assert emu.stats()["sites"]["lx"]["dump_busy"] == 1
+    assert request(emu, "/lx/api/processes/142/dump?type=Mini")[0] == 200
+
+
+def test_linux_without_dotnet_monitor_and_consumption(make_emulator):
+    emu = make_emulator(LINUX)
+    for path, method in (("/nomon/api/processes", "GET"), ("/nomon/api/processes/85", "GET"),
+                         ("/nomon/api/processes/85/dump?type=Mini", "GET"),
+                         ("/nomon/api/diagnostics/processes/85/threads", "GET"),
+                         ("/nomon/api/processes/85", "DELETE")):
+        status, h, body = request(emu, path, method=method)
+        assert (status, body) == (400, b"Not supported on Linux"), path
+        assert h["content-type"].startswith("text/plain")
+    for path in ("/cons/api/processes", "/cons/api/processes/85", "/cons/api/processes/85/dump?type=Mini",
+                 "/cons/diagnostics/processes"):
+        assert request(emu, path)[0] == 404, path
+    assert get_json(emu, "/cons/api/settings")["WEBSITE_SITE_NAME"] == "cons"
+    assert get_json(emu, "/cons/api/deployments") == []
+    assert get_json(emu, "/win/api/settings")["WEBSITE_SITE_NAME"] == "win"
+    assert request(emu, "/cons/api/settings", auth=False)[0] == 401
+
+
+def test_windows_threads_and_modules(make_emulator):
+    emu = make_emulator(LINUX)
+    d = get_json(emu, "/win/api/processes/4292")
+    threads = get_json(emu, "/win/api/processes/4292/threads")
+    modules = get_json(emu, "/win/api/processes/4292/modules")
+    assert threads == d["threads"] and modules == d["modules"] and d["module_count"] == len(modules)
+    assert get_json(emu, "/win/api/processes/4292/threads") == threads  # deterministic
+    for t in threads:
+        assert set(t) == {"id", "href", "state"}
+        td = get_json(emu, t["href"].split(str(emu.port), 1)[1])
+        assert td["id"] == t["id"] and td["process"] == d["href"]
+        assert {"start_address", "priority_level", "priviledged_processor_time", "wait_reason"} <= set(td)
+    for m in modules:
+        assert set(m) == {"base_address", "file_name", "file_version", "href"}
+        assert re.fullmatch(r"[0-9a-f]+", m["base_address"])
+        md = get_json(emu, m["href"].split(str(emu.port), 1)[1])
+        assert md["file_name"] == m["file_name"] and md["module_memory_size"] > 0
+    assert request(emu, "/win/api/processes/4292/threads/1")[0] == 404
+    assert request(emu, "/win/api/processes/99999/threads")[0] == 404
+    assert request(emu, "/win/api/processes/99999/modules")[0] == 404
+    assert get_json(emu, "/win/api/processes/0/threads")[0]["id"] == 4100 * 4 + 4
