@@ -4,6 +4,7 @@
  * it all; it is never held while a request is on the wire.
  */
 #include "cache/cache_priv.h"
+#include "kudu/log.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -219,7 +220,7 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	}
 	free(body);
 	if (rc < 0)
-		fprintf(stderr, "kudufs: %s: list: %s\n", a->name, err);
+		kudu_log(LOG_ERR, "%s: list: %s", a->name, err);
 
 	pthread_mutex_lock(&c->meta_lock);
 	m->list_inflight = false;
@@ -245,9 +246,9 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	pthread_cond_broadcast(&c->meta_cond);
 	pthread_mutex_unlock(&c->meta_lock);
 	if (odd_changed)
-		fprintf(stderr, "kudufs: %s: list: %zu items without a usable id or name skipped, "
-			"%zu with a pid listed before (the first is shown)\n", a->name, model.skipped,
-			model.duplicates);
+		kudu_log(LOG_WARNING, "%s: list: %zu items without a usable id or name skipped, "
+			 "%zu with a pid listed before (the first is shown)", a->name, model.skipped,
+			 model.duplicates);
 	return rc;
 }
 
@@ -357,10 +358,10 @@ static int detail_result(struct cache *c, size_t app, int pid, struct kudu_reque
 	if (rc == 0) {
 		rc = details_parse(req->body, req->body_len, &blob, err, sizeof(err));
 		if (rc < 0)
-			fprintf(stderr, "kudufs: %s: process %d: %s\n", c->cfg->apps[app]->name, pid, err);
+			kudu_log(LOG_ERR, "%s: process %d: %s", c->cfg->apps[app]->name, pid, err);
 	} else if (rc != -ENOENT) {
-		fprintf(stderr, "kudufs: %s: process %d details: %s\n", c->cfg->apps[app]->name, pid,
-			req->errmsg);
+		kudu_log(LOG_ERR, "%s: process %d details: %s", c->cfg->apps[app]->name, pid,
+			 req->errmsg);
 	}
 	if (rc == 0 && out) {
 		atomic_fetch_add(&blob->refs, 1);

@@ -6,12 +6,14 @@
  * its transfer thread are created afterwards.
  */
 #include "fs/fs.h"
+#include "kudu/log.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +24,9 @@
 #include <curl/curl.h>
 
 enum {
-	KEY_HELP, KEY_VERSION, KEY_CHECK, KEY_FG, KEY_DEBUG, KEY_SINGLE,
+	KEY_HELP, KEY_VERSION, KEY_CHECK,
 	KEY_APP, KEY_APP_EQ, KEY_CONFIG, KEY_CONFIG_EQ, KEY_KUDU_OPT, KEY_CONFIG_OPT,
-	KEY_INSECURE,
+	KEY_INSECURE, KEY_MAX_THREADS,
 };
 
 struct options {
@@ -34,7 +36,8 @@ struct options {
 	size_t napps;
 	char *mountpoint;
 	int nonopts;
-	int help, version, check, foreground, debug, single;
+	int help, version, check;
+	int max_threads_set;        /* -o max_threads given: libfuse's default is not ours */
 	char **kudu_opts;           /* key=value, applied after the config file */
 	size_t nkudu_opts;
 	char err[KUDU_ERRLEN];
@@ -46,10 +49,8 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("-V", KEY_VERSION),
 	FUSE_OPT_KEY("--version", KEY_VERSION),
 	FUSE_OPT_KEY("--check", KEY_CHECK),
-	FUSE_OPT_KEY("-f", KEY_FG),
-	FUSE_OPT_KEY("-d", KEY_DEBUG),
-	FUSE_OPT_KEY("debug", KEY_DEBUG),
-	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	/* -f -d -s max_idle_threads= clone_fd go on to fuse_parse_cmdline */
+	FUSE_OPT_KEY("max_threads=", KEY_MAX_THREADS),
 	FUSE_OPT_KEY("--app ", KEY_APP),
 	FUSE_OPT_KEY("--app=", KEY_APP_EQ),
 	FUSE_OPT_KEY("--config ", KEY_CONFIG),
@@ -95,8 +96,9 @@ static void usage(FILE *out, const char *prog)
 "     connect_timeout=SECS (30)  first_byte_timeout=SECS (900)  stall_timeout=SECS (60)\n"
 "     meta_timeout=SECS (60, each list/details request)\n"
 "     command_timeout=SECS (60, password_command/token_command)\n"
-"     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE,\n"
-"     plus the usual FUSE mount options\n"
+"     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE\n"
+"     max_threads=N (64)  max_idle_threads=N (10)  (FUSE worker threads; each waiting\n"
+"     dump reader holds one), plus the usual FUSE mount options\n"
 "\n"
 "Credentials, first that applies: [app NAME] user + password_file|password_command|\n"
 "token_command; KUDUFS_USER/KUDUFS_PASSWORD (one app); ~/.netrc.\n",
@@ -125,9 +127,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_HELP: o->help = 1; return 0;
 	case KEY_VERSION: o->version = 1; return 0;
 	case KEY_CHECK: o->check = 1; return 0;
-	case KEY_FG: o->foreground = 1; return 0;
-	case KEY_DEBUG: o->debug = o->foreground = 1; return 1; /* libfuse prints requests */
-	case KEY_SINGLE: o->single = 1; return 0;
+	case KEY_MAX_THREADS: o->max_threads_set = 1; return 1; /* libfuse parses it */
 	case KEY_APP: return push(&o->apps, &o->napps, arg + strlen("--app")) ? -1 : 0;
 	case KEY_APP_EQ: return push(&o->apps, &o->napps, arg + strlen("--app=")) ? -1 : 0;
 	case KEY_CONFIG:
@@ -173,7 +173,8 @@ static void free_options(struct options *o)
 }
 
 /* Config file, then -o options, then --app: later sources override. */
-static int build_config(struct options *o, struct kudu_config *cfg, char *err, size_t errlen)
+static int build_config(struct options *o, int debug, struct kudu_config *cfg, char *err,
+			size_t errlen)
 {
 	char *path = o->config ? strdup(o->config) : kudu_config_default_path();
 	int rc;
@@ -203,7 +204,7 @@ static int build_config(struct options *o, struct kudu_config *cfg, char *err, s
 		if (rc < 0)
 			return rc;
 	}
-	cfg->debug = o->debug;
+	cfg->debug = debug;
 	return kudu_config_resolve_credentials(cfg, err, errlen);
 }
 
@@ -215,7 +216,7 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 	int rc = kudu_client_new(&client, cfg);
 
 	if (rc < 0) {
-		fprintf(stderr, "kudufs: cannot start the HTTP client: %s\n", strerror(-rc));
+		kudu_log(LOG_ERR, "cannot start the HTTP client: %s", strerror(-rc));
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->napps; i++) {
@@ -301,8 +302,8 @@ static void *fs_signal_thread(void *arg)
 		return NULL;
 	if (fs_unmount_plain(s->mountpoint) == 0)
 		return NULL;
-	fprintf(stderr, "kudufs: %s is busy; ending the session (its readers get ENOTCONN)\n",
-		s->mountpoint);
+	kudu_log(LOG_WARNING, "%s is busy; ending the session (its readers get ENOTCONN)",
+		 s->mountpoint);
 	fuse_session_exit(s->se);
 	pthread_kill(s->main_thread, SIGUSR2);
 	return NULL;
@@ -339,10 +340,21 @@ static void fs_signals_stop(struct fs_signals *s)
 	pthread_join(s->thread, NULL);
 }
 
+/* libfuse's own messages (fuse_log) after the daemon detached: into ours,
+ * else they would go to the /dev/null that stderr now is. */
+static void fs_log_fuse(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	kudu_log((int)level, "%s", msg); /* fuse_log_level's values are syslog's */
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct options o = { 0 };
+	struct fuse_cmdline_opts fo = { 0 };
 	struct kudu_config cfg;
 	struct kudufs k = { 0 };
 	struct fuse *fuse = NULL;
@@ -367,26 +379,40 @@ int main(int argc, char *argv[])
 		ret = 0;
 		goto out;
 	}
+	/* -f, -d (implies -f; stays in args, so libfuse prints requests too), -s,
+	 * max_threads, max_idle_threads, clone_fd: libfuse's parser. The mount
+	 * point was taken above (mount.fuse3 passes SOURCE MOUNTPOINT). */
+	if (fuse_parse_cmdline(&args, &fo) != 0) {
+		fprintf(stderr, "kudufs: invalid arguments (try --help)\n");
+		ret = 2;
+		goto out;
+	}
+	if (o.max_threads_set && fo.max_threads < 1) {
+		fprintf(stderr, "kudufs: max_threads must be at least 1 (try --help)\n");
+		ret = 2;
+		goto out;
+	}
 	if (!o.check && !o.mountpoint) {
 		fprintf(stderr, "kudufs: no mountpoint given (try --help)\n");
 		ret = 2;
 		goto out;
 	}
+	kudu_log_init(fo.debug);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (build_config(&o, &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "kudufs: %s\n", err);
+	if (build_config(&o, fo.debug, &cfg, err, sizeof(err)) < 0) {
+		kudu_log(LOG_ERR, "%s", err);
 		ret = 1;
 		goto out_curl;
 	}
 	if (cfg.insecure)
-		fprintf(stderr, "kudufs: WARNING: 'insecure' is set: TLS certificates are NOT verified; "
-				"anyone on the path can read your credentials and dumps\n");
+		kudu_log(LOG_WARNING, "WARNING: 'insecure' is set: TLS certificates are NOT verified; "
+			 "anyone on the path can read your credentials and dumps");
 	if (o.check) {
 		ret = check_apps(&cfg, stdout, false) == 0 ? 0 : 1;
 		goto out_curl;
 	}
 	if (check_apps(&cfg, stderr, true) < 0) {
-		fprintf(stderr, "kudufs: not mounting %s\n", o.mountpoint);
+		kudu_log(LOG_ERR, "not mounting %s", o.mountpoint);
 		ret = 1;
 		goto out_curl;
 	}
@@ -402,11 +428,11 @@ int main(int argc, char *argv[])
 	fuse_opt_add_arg(&args, "-o");
 	fuse_opt_add_arg(&args, "default_permissions,fsname=kudufs,subtype=kudufs");
 	if (cache_prepare_dir(&cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "kudufs: %s\n", err);
+		kudu_log(LOG_ERR, "%s", err);
 		goto out_curl;
 	}
 	if (!realpath(o.mountpoint, mnt_abs)) {
-		fprintf(stderr, "kudufs: %s: %s\n", o.mountpoint, strerror(errno));
+		kudu_log(LOG_ERR, "%s: %s", o.mountpoint, strerror(errno));
 		goto out_curl;
 	}
 	fuse = fuse_new(&args, &fs_operations, sizeof(fs_operations), &k);
@@ -416,28 +442,36 @@ int main(int argc, char *argv[])
 		goto out_fuse;
 	/* before daemonize and before any thread exists, so all of them inherit it */
 	fs_signals_block(&sig);
-	if (fuse_daemonize(o.foreground) != 0)
+	if (fuse_daemonize(fo.foreground) != 0)
 		goto out_unmount;
+	if (!fo.foreground) {
+		/* stderr is /dev/null from here on */
+		kudu_log_use_syslog();
+		fuse_set_log_func(fs_log_fuse);
+	}
 	if (kudu_client_new(&k.client, &cfg) < 0) {
-		fprintf(stderr, "kudufs: cannot start the HTTP client\n");
+		kudu_log(LOG_ERR, "cannot start the HTTP client");
 		goto out_unmount;
 	}
 	if (cache_new(&k.cache, &cfg, k.client, err, sizeof(err)) < 0) {
-		fprintf(stderr, "kudufs: %s\n", err);
+		kudu_log(LOG_ERR, "%s", err);
 		goto out_client;
 	}
 	if (fs_signals_start(&sig, fuse_get_session(fuse), mnt_abs) < 0) {
-		fprintf(stderr, "kudufs: cannot start the signal thread\n");
+		kudu_log(LOG_ERR, "cannot start the signal thread");
 		goto out_cache;
 	}
 
-	if (o.single) {
+	if (fo.singlethread) {
 		ret = fuse_loop(fuse);
 	} else {
 		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+
 		/* each waiting dump reader holds a thread; leave room for metadata */
-		fuse_loop_cfg_set_max_threads(lc, 64);
-		fuse_loop_cfg_set_idle_threads(lc, 10);
+		fuse_loop_cfg_set_max_threads(lc, o.max_threads_set ? fo.max_threads : 64);
+		/* UINT_MAX: not given (libfuse's "never end idle threads") */
+		fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads != UINT_MAX ? fo.max_idle_threads : 10);
+		fuse_loop_cfg_set_clone_fd(lc, (unsigned)fo.clone_fd);
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
@@ -459,6 +493,7 @@ out_curl:
 	curl_global_cleanup();
 out:
 	free(k.listed_gen);
+	free(fo.mountpoint);
 	fuse_opt_free_args(&args);
 	free_options(&o);
 	kudu_config_free(&cfg);

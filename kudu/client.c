@@ -2,7 +2,7 @@
  * The Kudu HTTP client: one transfer thread drives a libcurl multi handle.
  *
  * Callers hand in a struct kudu_request and get on_done() back from the
- * transfer thread. JSON requests are limited to max_conns at once (the
+ * transfer thread (at shutdown, from kudu_client_submit: see kudu.h). JSON requests are limited to max_conns at once (the
  * details prefetch of a big app would otherwise open hundreds of sockets);
  * dump requests are never held back here, the cache serialises them per app.
  *
@@ -12,6 +12,7 @@
  * requests have one more, meta_timeout, on the whole of each attempt.
  */
 #include "kudu.h"
+#include "kudu/log.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -39,6 +40,7 @@ struct kudu_client {
 	bool stopping;
 
 	/* transfer thread only, no lock */
+	CURLMcode last_mc;      /* last curl_multi_* failure logged: a repeat is not logged again */
 	struct kudu_request *waiting_head, *waiting_tail;
 	struct kudu_request *active;
 	unsigned active_json;
@@ -448,9 +450,9 @@ static void client_note_affinity(struct kudu_client *c, struct kudu_request *req
 		if (!ca->view[0]) {
 			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
 		} else if (!strcmp(ca->view, x->sent)) {
-			fprintf(stderr,
-				"kudufs: %s: instance %s no longer answers; the front end moved the app-level view to instance %s\n",
-				req->app->name, ca->view, x->affinity);
+			kudu_log(LOG_WARNING,
+				 "%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
+				 req->app->name, ca->view, x->affinity);
 			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
 		}
 		/* else: sent before the view was known or moved; labelled by served_by */
@@ -534,8 +536,14 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	x->headers = curl_slist_append(x->headers, "Accept: application/json, */*");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
-	if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
+	CURLMcode mc = curl_multi_add_handle(c->multi, e);
+
+	if (mc != CURLM_OK) {
+		kudu_log(LOG_ERR, "%s: curl_multi_add_handle: %s", app->name, curl_multi_strerror(mc));
 		return -EIO; /* not counted: xfer_release must not uncount it */
+	}
+	if (kudu_log_tracing())
+		kudu_log(LOG_DEBUG, "%s: GET %s (attempt %d)", app->name, req->url, req->attempts);
 	x->in_multi = true;
 	req->priv_next = c->active;
 	c->active = req;
@@ -679,6 +687,16 @@ static void fail_curl(struct kudu_request *req, struct xfer *x, CURLcode rc)
 	}
 }
 
+/* -d: one line per finished attempt. The URL, status, sizes and times
+ * only: never a header, so never a credential. */
+static void trace_finish(const struct kudu_request *req, const struct xfer *x, double now,
+			 const char *outcome)
+{
+	kudu_log(LOG_DEBUG, "%s: GET %s -> %ld, %llu bytes in %.3f s (first byte %.3f s)%s%s",
+		 req->app->name, req->url, req->status, (unsigned long long)req->bytes, now - x->t_start,
+		 x->t_first ? x->t_first - x->t_start : 0.0, outcome[0] ? ": " : "", outcome);
+}
+
 /* Returns true when the request was re-queued for another attempt. */
 static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 {
@@ -738,6 +756,12 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 				delay = (double)retry_after;
 			if (delay > RETRY_AFTER_MAX)
 				delay = RETRY_AFTER_MAX;
+			if (kudu_log_tracing()) {
+				char why[64];
+
+				snprintf(why, sizeof(why), "retrying in %.1f s", delay);
+				trace_finish(req, x, now, why);
+			}
 			xfer_release(c, req);
 			kudu_request_reset(req);
 			req->t_retry = now + delay;
@@ -778,6 +802,8 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 		req->body = NULL;
 		req->body_len = 0;
 	}
+	if (kudu_log_tracing())
+		trace_finish(req, x, kudu_now(), req->err ? req->errmsg : "");
 	xfer_release(c, req);
 	return false;
 }
@@ -786,6 +812,8 @@ static void abort_active(struct kudu_client *c, struct kudu_request *req, int er
 {
 	req->err = -err;
 	snprintf(req->errmsg, sizeof(req->errmsg), "%s", msg);
+	if (kudu_log_tracing() && req->priv)
+		trace_finish(req, req->priv, kudu_now(), msg);
 	if (req->kind == KUDU_REQ_JSON) {
 		free(req->body);
 		req->body = NULL;
@@ -872,6 +900,21 @@ static void start_waiting(struct kudu_client *c, double now, double *next_due)
 	}
 }
 
+/* Log a failed curl_multi_* call (once while it keeps failing the same
+ * way: the loop runs every 200 ms). Transfers in flight are left to their
+ * own timeouts; a multi handle that failed once may work on the next turn. */
+static int client_check_multi(struct kudu_client *c, const char *what, CURLMcode mc)
+{
+	if (mc == CURLM_OK) {
+		c->last_mc = CURLM_OK;
+		return 0;
+	}
+	if (mc != c->last_mc)
+		kudu_log(LOG_ERR, "%s: %s", what, curl_multi_strerror(mc));
+	c->last_mc = mc;
+	return -EIO;
+}
+
 static void *transfer_main(void *arg)
 {
 	struct kudu_client *c = arg;
@@ -900,7 +943,7 @@ static void *transfer_main(void *arg)
 
 		now = kudu_now();
 		start_waiting(c, now, &next_due);
-		curl_multi_perform(c->multi, &running);
+		client_check_multi(c, "curl_multi_perform", curl_multi_perform(c->multi, &running));
 		while ((m = curl_multi_info_read(c->multi, &left))) {
 			struct kudu_request *req = NULL;
 
@@ -917,7 +960,9 @@ static void *transfer_main(void *arg)
 			if (due < timeout_ms)
 				timeout_ms = due < 1 ? 1 : due;
 		}
-		curl_multi_poll(c->multi, NULL, 0, timeout_ms, NULL);
+		if (client_check_multi(c, "curl_multi_poll",
+				       curl_multi_poll(c->multi, NULL, 0, timeout_ms, NULL)) < 0)
+			usleep((useconds_t)timeout_ms * 1000); /* it did not wait: do not spin */
 	}
 
 	/* shutting down: everything outstanding ends with ECANCELED */
@@ -1014,6 +1059,9 @@ void kudu_client_submit(struct kudu_client *c, struct kudu_request *req)
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (stopping) {
+		/* The transfer thread has left its loop (or is draining it), so no
+		 * one else would ever complete this request: do it here, on the
+		 * caller's thread, as kudu.h says (kudu_done_fn). */
 		req->err = -ECANCELED;
 		snprintf(req->errmsg, sizeof(req->errmsg), "kudufs is shutting down");
 		complete(req);
@@ -1061,6 +1109,8 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 			kudu_request_reset(req);
 			req->attempts = 0;
 			rc = fetch_once(c, req);
+		} else {
+			kudu_log(LOG_ERR, "%s: after a 401: %s", req->app->name, err);
 		}
 	}
 	return rc;

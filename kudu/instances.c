@@ -12,6 +12,7 @@
  * one that is not [A-Za-z0-9._-] is skipped rather than pasted into either.
  */
 #include "kudu.h"
+#include "kudu/log.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -94,8 +95,8 @@ int kudu_instances_parse_arm(struct kudu_instances *l, const char *body, size_t 
 			continue;
 		rc = add_arm_name(l, name);
 		if (rc == -EINVAL) {
-			fprintf(stderr, "kudufs: ARM listed an instance named '%.140s', not an instance id: skipped\n",
-				name);
+			kudu_log(LOG_WARNING, "ARM listed an instance named '%.140s', not an instance id: skipped",
+				 name);
 			rc = 0;
 		}
 		if (rc < 0)
@@ -132,7 +133,7 @@ int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t 
 			continue;
 		rc = kudu_instances_add(l, id);
 		if (rc == -EINVAL) {
-			fprintf(stderr, "kudufs: /instance/all listed '%.140s', not an instance id: skipped\n", id);
+			kudu_log(LOG_WARNING, "/instance/all listed '%.140s', not an instance id: skipped", id);
 			rc = 0;
 		}
 		if (rc < 0)

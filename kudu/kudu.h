@@ -138,9 +138,19 @@ int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type,
 enum kudu_req_kind { KUDU_REQ_JSON, KUDU_REQ_DUMP };
 
 struct kudu_request;
+/*
+ * Which thread runs the callbacks:
+ * - on_progress: always the client's transfer thread, inside libcurl's
+ *   write callback.
+ * - on_done: the transfer thread, once per request; with one exception:
+ *   once kudu_client_free() has begun, kudu_client_submit() runs on_done
+ *   (err -ECANCELED) on the caller's thread before it returns. So never
+ *   call kudu_client_submit() holding a lock that on_done takes.
+ * Neither may block for long: every other request waits meanwhile.
+ */
 typedef void (*kudu_done_fn)(struct kudu_request *req);
-/* Called from the transfer thread as body bytes land; return nonzero
- * (a positive errno) to abort the transfer with that error. */
+/* Called as body bytes land; return nonzero (a positive errno) to abort
+ * the transfer with that error. */
 typedef int (*kudu_progress_fn)(struct kudu_request *req, uint64_t bytes);
 
 struct kudu_request {
@@ -156,7 +166,7 @@ struct kudu_request {
 	bool arm;                   /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
 	int fd;                     /* KUDU_REQ_DUMP: body is pwrite()n here */
 	kudu_progress_fn on_progress;
-	kudu_done_fn on_done;       /* transfer thread; may free the request */
+	kudu_done_fn on_done;       /* see kudu_done_fn for the thread; may free the request */
 	void *arg;
 	atomic_int cancel;          /* set to a positive errno to abort */
 
@@ -185,12 +195,15 @@ struct kudu_request {
 struct kudu_client;
 
 int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg);
-/* Aborts outstanding requests (their on_done runs with -ECANCELED). */
+/* Aborts outstanding requests: their on_done runs with -ECANCELED on the
+ * transfer thread before this returns. */
 void kudu_client_free(struct kudu_client *c);
 void kudu_request_init(struct kudu_request *req, struct kudu_app *app,
 		       enum kudu_req_kind kind);
 void kudu_request_reset(struct kudu_request *req);
-/* Queue a request; returns at once. on_done is called exactly once. */
+/* Queue a request; returns at once. on_done is called exactly once: on the
+ * transfer thread, or, while the client is being freed, on this thread
+ * before kudu_client_submit returns. */
 void kudu_client_submit(struct kudu_client *c, struct kudu_request *req);
 /* Submit and wait. Refreshes a bearer token once on 401. */
 int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req);
