@@ -1,6 +1,12 @@
 # kudufs — see README.md. `make demo` and `make test` install what they need.
-VERSION   := 0.1.0
+# The version lives in debian/changelog (dpkg-buildpackage reads it there).
+VERSION   := $(shell head -n 1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+DATADIR   ?= $(PREFIX)/share
+MANDIR    ?= $(DATADIR)/man
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+COMPDIR   ?= $(DATADIR)/bash-completion/completions
 PYTHON    ?= /usr/bin/python3
 PKGS      := fuse3 libcurl jansson inih
 BUILD     ?= build
@@ -26,7 +32,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_BIN  := $(BUILD)/tools/kudu_fetch
 BIN       ?= kudufs
 
-.PHONY: all deps deps-demo unit test asan demo bench soak install uninstall clean check-tree
+.PHONY: all deps deps-demo unit test asan demo bench soak install uninstall clean check-tree man deb
 all: $(BIN) $(UNIT_BIN) $(TOOL_BIN)
 
 $(BIN): $(LIB_OBJ) $(FS_OBJ)
@@ -84,17 +90,61 @@ soak: deps
 	@$(MAKE) --no-print-directory $(BIN)
 	KUDUFS_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -p no:cacheprovider -ra -m slow tests
 
-install: $(BIN)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/kudufs
-	install -m 0755 scripts/kudufs-to-blob scripts/kudufs-import-publish-settings $(DESTDIR)$(PREFIX)/bin/
-	install -d $(DESTDIR)$(PREFIX)/share/kudufs/webhook
-	install -m 0644 scripts/webhook/* $(DESTDIR)$(PREFIX)/share/kudufs/webhook/
+# Man pages: scdoc sources in man/, rendered into $(BUILD)/man/ (not committed).
+MAN_SRC   := $(wildcard man/*.scd)
+MAN_OUT   := $(patsubst man/%.scd,$(BUILD)/man/%,$(MAN_SRC))
+UNITS     := $(wildcard scripts/systemd/*.service)
+man: $(MAN_OUT)
+$(BUILD)/man/%: man/%.scd
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@.tmp && mv $@.tmp $@
+
+# The unit files name /usr/bin and /usr/share (the Debian package's PREFIX);
+# install rewrites them for any other PREFIX.
+install: $(BIN) man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/kudufs/webhook \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(COMPDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/kudufs
+	install -m 0755 scripts/kudufs-to-blob scripts/kudufs-import-publish-settings $(DESTDIR)$(BINDIR)/
+	install -m 0644 scripts/webhook/* $(DESTDIR)$(DATADIR)/kudufs/webhook/
+	install -m 0644 $(filter %.1,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 scripts/completion/kudufs.bash $(DESTDIR)$(COMPDIR)/kudufs
+	ln -sf kudufs $(DESTDIR)$(COMPDIR)/kudufs-to-blob
+	ln -sf kudufs $(DESTDIR)$(COMPDIR)/kudufs-import-publish-settings
+	install -m 0644 scripts/completion/fusermount3.bash $(DESTDIR)$(COMPDIR)/fusermount3
+	for u in $(UNITS); do \
+	  sed -e 's|/usr/bin/kudufs|$(BINDIR)/kudufs|g' -e 's|/usr/share/kudufs/|$(DATADIR)/kudufs/|g' \
+	    "$$u" > $(DESTDIR)$(UNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/kudufs $(DESTDIR)$(PREFIX)/bin/kudufs-to-blob \
-	  $(DESTDIR)$(PREFIX)/bin/kudufs-import-publish-settings
-	rm -rf $(DESTDIR)$(PREFIX)/share/kudufs
+	rm -f $(DESTDIR)$(BINDIR)/kudufs $(DESTDIR)$(BINDIR)/kudufs-to-blob \
+	  $(DESTDIR)$(BINDIR)/kudufs-import-publish-settings
+	rm -rf $(DESTDIR)$(DATADIR)/kudufs
+	rm -f $(patsubst man/%.scd,$(DESTDIR)$(MANDIR)/man1/%,$(filter %.1.scd,$(MAN_SRC))) \
+	  $(patsubst man/%.scd,$(DESTDIR)$(MANDIR)/man5/%,$(filter %.5.scd,$(MAN_SRC)))
+	rm -f $(DESTDIR)$(COMPDIR)/kudufs $(DESTDIR)$(COMPDIR)/kudufs-to-blob \
+	  $(DESTDIR)$(COMPDIR)/kudufs-import-publish-settings $(DESTDIR)$(COMPDIR)/fusermount3
+	rm -f $(patsubst scripts/systemd/%,$(DESTDIR)$(UNITDIR)/%,$(UNITS))
+
+# The Debian package, built by dpkg-buildpackage from debian/ in a copy of the
+# tree (tracked and new files, not ignored ones) under $(BUILD)/deb, so the
+# source tree stays clean; the .deb lands in $(BUILD)/.
+DEB_ARCH   = $(shell dpkg --print-architecture)
+# The package's own build must not inherit this make's settings (BUILD=... on
+# the command line is exported: its `make clean` would remove our BUILD).
+DEB_ENV    = -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(foreach v,BUILD BIN PREFIX DESTDIR BINDIR DATADIR MANDIR UNITDIR COMPDIR CC CFLAGS LDFLAGS CPPFLAGS,-u $(v))
+DEB        = $(BUILD)/kudufs_$(VERSION)_$(DEB_ARCH).deb
+deb:
+	@scripts/install-deps deb
+	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/kudufs-$(VERSION)
+	git ls-files -z --cached --others --exclude-standard | \
+	  tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(BUILD)/deb/kudufs-$(VERSION)
+	cd $(BUILD)/deb/kudufs-$(VERSION) && env $(DEB_ENV) dpkg-buildpackage -b -us -uc
+	mv $(BUILD)/deb/kudufs_$(VERSION)_$(DEB_ARCH).deb $(DEB)
+	rm -rf $(BUILD)/deb
+	@echo "make deb: $(DEB)"
 
 clean:
 	rm -rf $(BUILD) build-asan $(BIN) bench.json
