@@ -60,6 +60,7 @@ deps-demo:
 # The closing line of `make test` is pytest's summary ("N passed in Xs").
 test: deps
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory fuzz-build
 	KUDUFS_BIN=$(CURDIR)/$(BIN) KUDUFS_UNIT_DIR=$(CURDIR)/$(BUILD)/unit KUDUFS_TOOLS_DIR=$(CURDIR)/$(BUILD)/tools \
 	  $(PYTHON) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
@@ -70,6 +71,7 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/kudufs \
 	  SANFLAGS='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined' \
 	  OPTFLAGS='-O1 -g' all
+	@$(MAKE) --no-print-directory fuzz-build
 	ASAN_OPTIONS=detect_leaks=1:log_path=$(CURDIR)/build-asan/san:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/build-asan/san \
 	KUDUFS_BIN=$(CURDIR)/build-asan/kudufs KUDUFS_UNIT_DIR=$(CURDIR)/build-asan/unit KUDUFS_TOOLS_DIR=$(CURDIR)/build-asan/tools \
@@ -147,4 +149,33 @@ deb:
 	@echo "make deb: $(DEB)"
 
 clean:
-	rm -rf $(BUILD) build-asan $(BIN) bench.json
+	rm -rf $(BUILD) build-asan build-fuzz $(BIN) bench.json
+
+# ---- fuzzing (libFuzzer; clang, ASan + UBSan) -------------------------------
+# Harnesses tests/fuzz/fuzz_NAME.c, seed corpus tests/fuzz/corpus/NAME/.
+# `make fuzz FUZZ_SECONDS=N` runs each harness N s (new inputs go to
+# build-fuzz/corpus/NAME, crashes to build-fuzz/artifacts/); `make test` runs
+# each one for a short smoke (KUDUFS_FUZZ_SECONDS, see tests/test_fuzz.py).
+FUZZ_SRC      := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_SECONDS  ?= 60
+FUZZ_SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+.PHONY: fuzz fuzz-build fuzz-bins
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPTFLAGS='-O1 -g' \
+	  SANFLAGS='$(FUZZ_SANFLAGS)' fuzz-bins
+fuzz-bins: $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_OBJ) $(BUILD)/fs/ops.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz: deps fuzz-build
+	@for h in $(FUZZ_NAMES); do \
+	  mkdir -p build-fuzz/corpus/$$h build-fuzz/artifacts || exit 1; \
+	  echo "fuzz $$h: $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build-fuzz/artifacts/$$h- -print_final_stats=1 \
+	    build-fuzz/corpus/$$h tests/fuzz/corpus/$$h || { echo "fuzz $$h: FAILED (see build-fuzz/artifacts/)"; exit 1; }; \
+	done; echo "fuzz: $(FUZZ_NAMES) ran $(FUZZ_SECONDS) s each, no crash"

@@ -343,9 +343,17 @@ static struct kudu_app *new_app(struct kudu_config *cfg, const char *name)
 static int set_url(struct kudu_app *app, const char *url, char *err, size_t errlen)
 {
 	size_t n;
+	const char *host = !strncmp(url, "http://", 7) ? url + 7 : !strncmp(url, "https://", 8) ? url + 8 : NULL;
 
-	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+	if (!host) {
 		set_err(err, errlen, "url '%s' of app '%s' must start with http:// or https://",
+			url, app->name);
+		return -EINVAL;
+	}
+	/* found by tests/fuzz/fuzz_config.c: "http://" lost its slashes below
+	 * and became "http:" */
+	if (!*host || *host == '/' || *host == ':') {
+		set_err(err, errlen, "url '%s' of app '%s' has no host (expected http(s)://HOST[:PORT][/PREFIX])",
 			url, app->name);
 		return -EINVAL;
 	}

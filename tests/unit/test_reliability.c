@@ -330,6 +330,24 @@ static void test_duplicate_sections(void)
 	kudu_config_free(&cfg);
 }
 
+/* Regressions found by tests/fuzz/ (the input is also in its corpus). */
+static void test_fuzz_regressions(void)
+{
+	struct kudu_config cfg;
+	char err[KUDU_ERRLEN] = "";
+
+	/* fuzz_config: "http://" had its slashes stripped to "http:" and was accepted */
+	expect_load_error("fz1.conf", "[app b]\nurl = http://\n",
+			  "2: url 'http://' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
+	expect_load_error("fz2.conf", "[app b]\nurl = https:///x\n", "2: url 'https:///x' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
+	kudu_config_init(&cfg);
+	CHECK(kudu_config_add_app(&cfg, "b=http://", err, sizeof(err)) == -EINVAL && strstr(err, "no host"),
+	      "--app: %s", err);
+	CHECK(kudu_config_add_app(&cfg, "b=http://h:1/p/", err, sizeof(err)) == 0 &&
+	      !strcmp(cfg.apps[0]->url, "http://h:1/p"), "a good one still: %s", err);
+	kudu_config_free(&cfg);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -348,6 +366,7 @@ int main(void)
 	test_password_command();
 	test_command_timeout_option();
 	test_duplicate_sections();
+	test_fuzz_regressions();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		printf("warning: could not remove %s\n", tmpdir);
