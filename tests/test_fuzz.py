@@ -18,7 +18,7 @@ NAMES = sorted(os.path.basename(p)[len("fuzz_"):-2] for p in glob.glob(os.path.j
 
 
 def test_harnesses_found():
-    assert {"config", "path"} <= set(NAMES), NAMES
+    assert {"config", "path", "list", "details"} <= set(NAMES), NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
