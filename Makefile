@@ -32,7 +32,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 TOOL_BIN  := $(BUILD)/tools/kudu_fetch
 BIN       ?= kudufs
 
-.PHONY: all deps deps-demo unit test asan demo bench soak install uninstall clean check-tree man deb
+.PHONY: all deps deps-demo deps-lint unit test asan lint format demo bench soak install uninstall clean check-tree man deb
 all: $(BIN) $(UNIT_BIN) $(TOOL_BIN)
 
 $(BIN): $(LIB_OBJ) $(FS_OBJ)
@@ -56,6 +56,8 @@ deps:
 	@scripts/install-deps test
 deps-demo:
 	@scripts/install-deps demo
+deps-lint:
+	@scripts/install-deps lint
 
 # The closing line of `make test` is pytest's summary ("N passed in Xs").
 test: deps
@@ -79,6 +81,15 @@ asan: deps
 	@if ls build-asan/san.* >/dev/null 2>&1; then \
 	  echo "sanitizer reports:"; cat build-asan/san.*; echo "asan: FAILED"; exit 1; \
 	else echo "asan: no sanitizer reports"; fi
+
+# The house rules as tools (README, Development): clang-tidy and cppcheck
+# with the build's own flags, clang-format, shellcheck, pyflakes3.
+lint: deps-lint
+	@scripts/lint -- $(CPPFLAGS) $(CFLAGS)
+
+# Rewrite the C sources in place to .clang-format's layout.
+format: deps-lint
+	clang-format -i $(sort $(wildcard kudu/*.[ch] cache/*.[ch] fs/*.[ch] tests/unit/*.c tests/tools/*.c))
 
 demo: deps-demo
 	@$(MAKE) --no-print-directory $(BIN)
