@@ -576,7 +576,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 
 	/* ls -l asks every entry for security.selinux and its ACLs: answer
 	 * those before looking at the path, which takes the list's lock */
-	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
+	if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)) != 0)
 		return -ENODATA;
 	rc = fs_parse_path(k, path, &n);
 	if (rc < 0)

@@ -145,8 +145,10 @@ static void parse_disposition(struct kudu_request *req, const char *v, size_t n)
 	       p[len] != '\n' && len + 1 < sizeof(out)) {
 		/* a server-chosen name: keep it to a safe character set */
 		char ch = p[len];
-		out[len] = (ch == '/' || (unsigned char)ch < 0x20) ? '_' : ch;
-		len++;
+
+		if (ch == '/' || (unsigned char)ch < 0x20)
+			ch = '_';
+		out[len++] = ch;
 	}
 	out[len] = '\0';
 	memcpy(req->filename, out, len + 1);
@@ -169,7 +171,9 @@ static void parse_reason(struct xfer *x, const char *line, size_t n)
 	while (p < end && *p == ' ')
 		p++;
 	while (p + len < end && p[len] != '\r' && p[len] != '\n' && len + 1 < sizeof(x->reason)) {
-		x->reason[len] = (unsigned char)p[len] < 0x20 ? ' ' : p[len];
+		x->reason[len] = p[len];
+		if ((unsigned char)p[len] < 0x20)
+			x->reason[len] = ' ';
 		len++;
 	}
 	x->reason[len] = '\0';
@@ -250,7 +254,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 			v++;
 		/* only JSON requests ask curl to decode (CURLOPT_ACCEPT_ENCODING) */
 		x->decoded = req->kind == KUDU_REQ_JSON && v < data + n && *v != '\r' && *v != '\n' &&
-			     strncasecmp(v, "identity", 8);
+			     strncasecmp(v, "identity", 8) != 0;
 	} else if (n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		curl_off_t cl = -1;
 		long status = 0;
@@ -637,7 +641,7 @@ static void server_message(const struct kudu_request *req, char *out, size_t len
 	m = root ? json_object_get(root, "Message") : NULL;
 	if (!m && root)
 		m = json_object_get(root, "message");
-	if (m && json_is_string(m)) {
+	if (json_is_string(m)) {
 		snprintf(out, len, "%s", json_string_value(m));
 	} else if (!root && html_title(req->body, req->body_len, out, len)) {
 		/* an App Service front-end page: its title says what happened */
@@ -645,8 +649,11 @@ static void server_message(const struct kudu_request *req, char *out, size_t len
 		/* plain text: first line, printable only */
 		size_t i;
 		for (i = 0; i + 1 < len && i < req->body_len && req->body[i] != '\n' &&
-			    req->body[i] != '\r'; i++)
-			out[i] = (unsigned char)req->body[i] < 0x20 ? ' ' : req->body[i];
+			    req->body[i] != '\r'; i++) {
+			out[i] = req->body[i];
+			if ((unsigned char)out[i] < 0x20)
+				out[i] = ' ';
+		}
 		out[i] = '\0';
 	}
 	json_decref(root);

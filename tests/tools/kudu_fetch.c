@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,17 +36,30 @@ static const char *errno_name(int e)
 	}
 }
 
+/* A whole decimal int, or -1 (no PID or dump type is negative). */
+static int arg_int(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > INT_MAX)
+		return -1;
+	return (int)v;
+}
+
 int main(int argc, char **argv)
 {
 	struct kudu_config cfg;
 	struct kudu_client *client;
 	struct kudu_request req;
 	char err[KUDU_ERRLEN];
-	int opt, rc, i;
+	int rc, i, pid;
 	double t0;
 
 	kudu_config_init(&cfg);
-	while ((opt = getopt(argc, argv, "o:")) != -1) {
+	while (getopt(argc, argv, "o:") != -1) {
 		char *eq = strchr(optarg, '=');
 		if (!eq)
 			return 2;
@@ -73,13 +87,14 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[i], "list")) {
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_JSON);
 		kudu_url_list(cfg.apps[0], req.url, sizeof(req.url));
-	} else if (!strcmp(argv[i], "details") && i + 1 < argc) {
+	} else if (!strcmp(argv[i], "details") && i + 1 < argc && (pid = arg_int(argv[i + 1])) >= 0) {
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_JSON);
-		kudu_url_details(cfg.apps[0], atoi(argv[i + 1]), req.url, sizeof(req.url));
-	} else if (!strcmp(argv[i], "dump") && i + 3 < argc) {
+		kudu_url_details(cfg.apps[0], pid, req.url, sizeof(req.url));
+	} else if (!strcmp(argv[i], "dump") && i + 3 < argc && (pid = arg_int(argv[i + 1])) >= 0 &&
+		   arg_int(argv[i + 2]) >= 0) {
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_DUMP);
-		kudu_url_dump(cfg.apps[0], atoi(argv[i + 1]), (enum kudu_dump_type)atoi(argv[i + 2]),
-			      req.url, sizeof(req.url));
+		kudu_url_dump(cfg.apps[0], pid, (enum kudu_dump_type)arg_int(argv[i + 2]), req.url,
+			      sizeof(req.url));
 		req.fd = open(argv[i + 3], O_RDWR | O_CREAT | O_TRUNC, 0600);
 		if (req.fd < 0)
 			return 2;
