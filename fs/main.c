@@ -71,9 +71,10 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("command_timeout=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("insecure", KEY_INSECURE),
-	FUSE_OPT_END
+	FUSE_OPT_END,
 };
 
+/* clang-format off */
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
@@ -104,6 +105,7 @@ static void usage(FILE *out, const char *prog)
 "token_command; KUDUFS_USER/KUDUFS_PASSWORD (one app); ~/.netrc.\n",
 		prog, prog, prog);
 }
+/* clang-format on */
 
 static int push(char ***arr, size_t *n, const char *s)
 {
@@ -123,6 +125,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	struct options *o = data;
 
 	(void)outargs;
+	/* clang-format off */
 	switch (key) {
 	case KEY_HELP: o->help = 1; return 0;
 	case KEY_VERSION: o->version = 1; return 0;
@@ -158,6 +161,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		}
 		return 1; /* a FUSE option */
 	}
+	/* clang-format on */
 }
 
 static void free_options(struct options *o)

@@ -668,6 +668,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 }
 
 /* Every write-type operation: the tree mirrors the server, read-only. */
+/* clang-format off */
 static int op_erofs_path(const char *path, mode_t mode) { (void)path; (void)mode; return -EROFS; }
 static int op_erofs_dev(const char *p, mode_t m, dev_t d) { (void)p; (void)m; (void)d; return -EROFS; }
 static int op_erofs_path1(const char *path) { (void)path; return -EROFS; }
@@ -689,6 +690,7 @@ static int op_erofs_utimens(const char *p, const struct timespec tv[2], struct f
 static int op_erofs_setxattr(const char *p, const char *n, const char *v, size_t s, int f)
 { (void)p; (void)n; (void)v; (void)s; (void)f; return -EROFS; }
 static int op_erofs_removexattr(const char *p, const char *n) { (void)p; (void)n; return -EROFS; }
+/* clang-format on */
 
 const struct fuse_operations fs_operations = {
 	.init = op_init,

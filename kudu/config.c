@@ -147,6 +147,7 @@ int kudu_parse_size(const char *s, uint64_t *out)
 	v = strtoull(s, &end, 10);
 	if (errno)
 		return -EINVAL;
+	/* clang-format off */
 	switch (toupper((unsigned char)*end)) {
 	case 0: break;
 	case 'K': mul = 1ULL << 10; end++; break;
@@ -155,6 +156,7 @@ int kudu_parse_size(const char *s, uint64_t *out)
 	case 'T': mul = 1ULL << 40; end++; break;
 	default: return -EINVAL;
 	}
+	/* clang-format on */
 	if (*end == 'i' || *end == 'I')
 		end++;
 	if (*end == 'b' || *end == 'B')

@@ -10,6 +10,7 @@
 
 const char *kudu_status_reason(long status)
 {
+	/* clang-format off */
 	switch (status) {
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
@@ -24,6 +25,7 @@ const char *kudu_status_reason(long status)
 	case 504: return "Gateway Timeout";
 	default: return "HTTP error";
 	}
+	/* clang-format on */
 }
 
 bool kudu_status_is_retryable(long status)

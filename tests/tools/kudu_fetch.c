@@ -22,6 +22,7 @@
 
 static const char *errno_name(int e)
 {
+	/* clang-format off */
 	switch (e) {
 	case 0: return "0";
 	case EACCES: return "EACCES";
@@ -34,6 +35,7 @@ static const char *errno_name(int e)
 	case EFBIG: return "EFBIG";
 	default: return "OTHER";
 	}
+	/* clang-format on */
 }
 
 /* A whole decimal int, or -1 (no PID or dump type is negative). */
