@@ -73,7 +73,11 @@ void cache_sanitize_name(const char *in, char *out, size_t outlen)
 
 	for (; in && *in && n + 1 < outlen; in++) {
 		unsigned char ch = (unsigned char)*in;
-		out[n++] = (ch == '/' || ch < 0x20 || ch == 0x7f) ? '_' : (char)ch;
+
+		out[n] = *in;
+		if (ch == '/' || ch < 0x20 || ch == 0x7f)
+			out[n] = '_';
+		n++;
 	}
 	out[n] = '\0';
 	if (n == 0)
@@ -513,7 +517,7 @@ static int role_find(struct cache *c, size_t app, const struct cache_list *l, en
 		if (kudu_model_role_of(l->role_holders, l->procs[i].name, false) == KUDU_ROLE_NONE)
 			continue; /* not a candidate: no details needed */
 		e = cache_get_details(c, app, l->procs[i].pid, &b);
-		if (e < 0) {
+		if (e != 0) { /* 0 or -errno; only 0 sets b */
 			if (e != -ENOENT && !ferr)
 				ferr = e;
 			continue;
@@ -534,7 +538,7 @@ int cache_find_role(struct cache *c, size_t app, enum kudu_role role, char *dirn
 	size_t i;
 	int rc = cache_get_list(c, app, &l);
 
-	if (rc < 0)
+	if (rc != 0) /* 0 or -errno; only 0 sets l */
 		return rc;
 	rc = role_find(c, app, l, role, &i);
 	if (rc == 0)
@@ -550,7 +554,7 @@ int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
 	ssize_t self;
 	int rc = cache_get_list(c, app, &l);
 
-	if (rc < 0)
+	if (rc != 0) /* 0 or -errno; only 0 sets l */
 		return rc;
 	*role = KUDU_ROLE_NONE;
 	self = cache_list_find_pid(l, pid);

@@ -30,7 +30,6 @@ enum {
 };
 
 struct options {
-	struct kudu_config *cfg;
 	char *config;
 	char **apps;
 	size_t napps;
@@ -192,9 +191,12 @@ static int build_config(struct options *o, int debug, struct kudu_config *cfg, c
 	for (size_t i = 0; i < o->nkudu_opts; i++) {
 		char key[64], e[KUDU_ERRLEN - 8];
 		const char *eq = strchr(o->kudu_opts[i], '=');
-		size_t kl = (size_t)(eq - o->kudu_opts[i]);
+		size_t kl;
 
-		if (!eq || kl >= sizeof(key))
+		if (!eq)
+			continue;
+		kl = (size_t)(eq - o->kudu_opts[i]);
+		if (kl >= sizeof(key))
 			continue;
 		memcpy(key, o->kudu_opts[i], kl);
 		key[kl] = '\0';
@@ -340,7 +342,9 @@ static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, const
 static void fs_signals_stop(struct fs_signals *s)
 {
 	atomic_store(&s->stopping, 1);
-	pthread_kill(s->thread, SIGTERM);   /* blocked everywhere: sigwait() takes it */
+	/* blocked everywhere: the thread's sigwait() takes it, nothing is killed */
+	/* NOLINTNEXTLINE(bugprone-bad-signal-to-kill-thread) */
+	pthread_kill(s->thread, SIGTERM);
 	pthread_join(s->thread, NULL);
 }
 

@@ -145,13 +145,11 @@ int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct 
 	}
 	if (n == 2)
 		node->kind = FS_PROC_DIR;
-	else if (n != 3)
-		return -ENOENT;
-	else if (SEG_IS(2, "details.json"))
+	else if (n == 3 && SEG_IS(2, "details.json"))
 		node->kind = FS_DETAILS;
-	else if (SEG_IS(2, "minidump.dmp"))
+	else if (n == 3 && SEG_IS(2, "minidump.dmp"))
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_MINI;
-	else if (SEG_IS(2, "fulldump.dmp"))
+	else if (n == 3 && SEG_IS(2, "fulldump.dmp"))
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_FULL;
 	else
 		return -ENOENT;
@@ -561,6 +559,7 @@ static int xattr_reply(const char *v, char *value, size_t size)
 		return (int)len;
 	if (size < len)
 		return -ERANGE;
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): an xattr value has no NUL */
 	memcpy(value, v, len);
 	return (int)len;
 }

@@ -206,9 +206,9 @@ static void parse_set_cookie(struct xfer *x, const char *v, size_t n)
 	const char *end = v + n;
 	size_t len;
 
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	if ((size_t)(end - v) < 12 || strncmp(v, "ARRAffinity=", 12))
+	while (n > 0 && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	if (n < 12 || strncmp(v, "ARRAffinity=", 12))
 		return;
 	v += 12;
 	len = 0;

@@ -941,7 +941,7 @@ static int command_output(const char *cmd, unsigned timeout, char **out, int *st
 		if (deadline && (deadline - now) * 1000 < wait_ms)
 			wait_ms = (int)((deadline - now) * 1000) + 1;
 		if (eof) {
-			struct timespec ts = { 0, 10 * 1000 * 1000 };
+			struct timespec ts = { 0, 10L * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
 			continue;
@@ -1000,6 +1000,7 @@ static int run_command(const struct kudu_app *app, const char *key, const char *
 			app->name, key, app->command_timeout);
 		return -ETIMEDOUT;
 	}
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): 0 sets output */
 	n = strcspn(output, "\r\n");
 	line = strndup(output, n);
 	explicit_bzero(output, strlen(output));
@@ -1138,6 +1139,7 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 					       &f, err, errlen);
 			if (rc < 0)
 				return rc;
+			/* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): 0 sets f */
 			app->password = first_line(f);
 			fclose(f);
 			if (!app->password || !*app->password) {

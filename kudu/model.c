@@ -17,7 +17,7 @@ static json_t *model_fields(json_t *item)
 {
 	json_t *props = json_object_get(item, "properties");
 
-	return props && json_is_object(props) ? props : item;
+	return json_is_object(props) ? props : item;
 }
 
 /* Kudu says id; dotnet-monitor's items (KuduLite proxies them) say pid; ARM identifier. */
@@ -105,7 +105,7 @@ int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *o
 	size_t n;
 
 	memset(out, 0, sizeof(*out));
-	if (root && json_is_object(root))
+	if (json_is_object(root))
 		arr = json_object_get(root, "value"); /* ARM envelope */
 	if (!arr || !json_is_array(arr)) {
 		snprintf(err, errlen, "malformed process list from server%s%s",

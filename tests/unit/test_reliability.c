@@ -256,8 +256,10 @@ static void test_password_command(void)
 		snprintf(cmd, sizeof(cmd), "%s/bg.pid", tmpdir);
 		f = fopen(cmd, "r");
 		if (f) {
-			if (fscanf(f, "%d", &bg) != 1)
-				bg = 0;
+			char line[32];
+
+			if (fgets(line, sizeof(line), f))
+				bg = (int)strtol(line, NULL, 10);
 			fclose(f);
 		}
 		CHECK(bg > 0 && process_gone(bg, 5), "background child %d killed too", bg);
