@@ -46,7 +46,8 @@ struct kudu_app {
 	/* Scaled-out apps: how instances/ is filled (kudu/instances.c). */
 	char **instances;       /* `instances = ID, ...`: exactly these; NULL: discover */
 	size_t ninstances;
-	char *arm_resource;     /* /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/N[/slots/S] */
+	/* /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/N[/slots/S] */
+	char *arm_resource;
 	char *arm_endpoint;     /* effective after resolve: section, else [kudufs], else the default */
 	char *arm_token_command; /* NULL: token_command gives the ARM token too */
 	int arm_resource_line;  /* config line of arm_resource, for errors found after parsing */
