@@ -7,8 +7,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
-	      char *err, size_t errlen)
+int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client, char *err,
+	      size_t errlen)
 {
 	struct cache *c = calloc(1, sizeof(*c));
 	int rc;

@@ -127,14 +127,14 @@ struct cache;
 /* An immutable, reference-counted snapshot of one app's process list. */
 struct cache_list {
 	atomic_int refs;
-	uint64_t gen;    /* this snapshot's number: a new fetch has a larger one */
-	char *raw;       /* processes.json, byte for byte */
+	uint64_t gen; /* this snapshot's number: a new fetch has a larger one */
+	char *raw;    /* processes.json, byte for byte */
 	size_t raw_len;
-	struct kudu_proc *procs;  /* the model's list: server order, one per pid */
-	char **dirnames; /* parallel to procs: sanitized "<name>-<pid>" */
+	struct kudu_proc *procs; /* the model's list: server order, one per pid */
+	char **dirnames;         /* parallel to procs: sanitized "<name>-<pid>" */
 	size_t nprocs;
 	const char *role_holders; /* kudu_model_role_holders(): NULL if no site/scm */
-	int64_t *by_pid; /* pid << 32 | index into procs, sorted */
+	int64_t *by_pid;          /* pid << 32 | index into procs, sorted */
 };
 
 /* Pretty-printed details.json, reference-counted. */
@@ -142,12 +142,12 @@ struct cache_blob {
 	atomic_int refs;
 	char *data;
 	size_t len;
-	bool is_scm;     /* is_scm_site: true (absent means false) */
+	bool is_scm; /* is_scm_site: true (absent means false) */
 };
 
 /* cache/cache.c */
-int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client,
-	      char *err, size_t errlen);
+int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *client, char *err,
+	      size_t errlen);
 void cache_free(struct cache *c);
 /* cache/spool.c: resolve the default cache_dir and create it private (0700), so that a bad
  * one is reported before the daemon detaches from the terminal. */
@@ -185,7 +185,7 @@ struct capture_info {
 	enum capture_state state;
 	uint64_t bytes;
 	int64_t length;
-	double rate;        /* bytes/s while fetching, average once complete */
+	double rate; /* bytes/s while fetching, average once complete */
 	char url[1024];
 	char error[KUDU_ERRLEN];
 	char filename[256];
@@ -199,8 +199,8 @@ int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_t
 			  struct capture **out);
 /* Read from the spool, starting the download if needed and waiting for the
  * bytes. Returns bytes read (0 at the end of a complete dump) or -errno. */
-ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size,
-			   off_t off, cache_interrupted_fn interrupted);
+ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size, off_t off,
+			   cache_interrupted_fn interrupted);
 /* Wait until `size` bytes at `off` are in the spool (or the dump ended);
  * returns how many are ready and the spool fd, valid while the reference
  * is held. */

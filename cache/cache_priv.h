@@ -16,9 +16,9 @@
 
 struct detail_entry {
 	int pid;
-	struct cache_blob *blob;   /* NULL while fetching or after an error */
-	int err;                   /* last error (negative errno) */
-	double at;                 /* when blob or err was stored */
+	struct cache_blob *blob; /* NULL while fetching or after an error */
+	int err;                 /* last error (negative errno) */
+	double at;               /* when blob or err was stored */
 	bool inflight;
 	struct detail_entry *next; /* hash chain */
 };
@@ -26,7 +26,7 @@ struct detail_entry {
 #define DETAIL_BUCKETS 1024
 
 struct app_meta {
-	struct cache_list *list;   /* NULL until fetched */
+	struct cache_list *list; /* NULL until fetched */
 	double list_at;
 	int list_err;
 	double list_err_at;
@@ -39,7 +39,7 @@ struct app_meta {
 
 /* Kudu writes every dump of a site to one fixed file: one request per app. */
 struct app_dumps {
-	struct capture *active;    /* cap_lock: the one dump request in flight for this app */
+	struct capture *active;          /* cap_lock: the one dump request in flight for this app */
 	struct capture *q_head, *q_tail; /* cap_lock: CAP_QUEUED captures, FIFO via qnext */
 };
 
@@ -57,33 +57,33 @@ enum capture_auth {
  * before the capture is published in the table, and only read after.
  */
 struct capture {
-	struct cache *cache;        /* immutable */
-	size_t app;                 /* immutable: index into cfg->apps */
-	int pid;                    /* immutable */
-	enum kudu_dump_type type;   /* immutable */
-	char url[1024];             /* immutable */
+	struct cache *cache;      /* immutable */
+	size_t app;               /* immutable: index into cfg->apps */
+	int pid;                  /* immutable */
+	enum kudu_dump_type type; /* immutable */
+	char url[1024];           /* immutable */
 
-	enum capture_state state;   /* cap_lock */
-	int refs;                   /* cap_lock: table + readers + the request while active */
-	bool in_table;              /* cap_lock: reachable from cache.captures */
-	int fd;                     /* cap_lock; readers pread() it unlocked while they hold a
-				     * reference (it is only closed at the last put, or by the
-				     * 401 retry, which comes before any body byte) */
-	char *path;                 /* cap_lock: spool file, NULL once unlinked */
-	uint64_t bytes;             /* cap_lock: body bytes in the spool */
-	int64_t length;             /* cap_lock: Content-Length, -1 unknown */
-	int err;                    /* cap_lock: negative errno once CAP_FAILED */
-	char errmsg[KUDU_ERRLEN];   /* cap_lock */
-	char filename[256];         /* cap_lock: Content-Disposition of the response */
-	uint64_t wake_at;           /* cap_lock: lowest byte count a waiting reader needs */
-	enum capture_auth auth;     /* cap_lock: bearer token re-run after a 401 */
+	enum capture_state state; /* cap_lock */
+	int refs;                 /* cap_lock: table + readers + the request while active */
+	bool in_table;            /* cap_lock: reachable from cache.captures */
+	int fd;                   /* cap_lock; readers pread() it unlocked while they hold a
+				   * reference (it is only closed at the last put, or by the
+				   * 401 retry, which comes before any body byte) */
+	char *path;               /* cap_lock: spool file, NULL once unlinked */
+	uint64_t bytes;           /* cap_lock: body bytes in the spool */
+	int64_t length;           /* cap_lock: Content-Length, -1 unknown */
+	int err;                  /* cap_lock: negative errno once CAP_FAILED */
+	char errmsg[KUDU_ERRLEN]; /* cap_lock */
+	char filename[256];       /* cap_lock: Content-Disposition of the response */
+	uint64_t wake_at;         /* cap_lock: lowest byte count a waiting reader needs */
+	enum capture_auth auth;   /* cap_lock: bearer token re-run after a 401 */
 	double started, finished, last_used; /* cap_lock (kudu_now()) */
-	time_t started_wall;        /* cap_lock: for status.json */
-	pthread_cond_t cond;        /* waited on with cap_lock: bytes landed, state changed */
-	struct kudu_request req;    /* cap_lock while not submitted; from submit until on_done
-				     * the client's (the transfer thread fills the results) */
-	struct capture *next;       /* cap_lock: cache.captures chain */
-	struct capture *qnext;      /* cap_lock: app_dumps queue chain */
+	time_t started_wall;                 /* cap_lock: for status.json */
+	pthread_cond_t cond;     /* waited on with cap_lock: bytes landed, state changed */
+	struct kudu_request req; /* cap_lock while not submitted; from submit until on_done
+				  * the client's (the transfer thread fills the results) */
+	struct capture *next;    /* cap_lock: cache.captures chain */
+	struct capture *qnext;   /* cap_lock: app_dumps queue chain */
 };
 
 /* Nobody but the table holds it: no reader has it open and no request is
@@ -105,22 +105,22 @@ static inline bool capture_is_queued_for_one_reader(const struct capture *cap)
 typedef void (*cache_submit_fn)(struct kudu_client *client, struct kudu_request *req);
 
 struct cache {
-	struct kudu_config *cfg;      /* immutable while the cache lives */
-	struct kudu_client *client;   /* immutable */
-	cache_submit_fn submit;       /* immutable after cache_new: kudu_client_submit */
+	struct kudu_config *cfg;    /* immutable while the cache lives */
+	struct kudu_client *client; /* immutable */
+	cache_submit_fn submit;     /* immutable after cache_new: kudu_client_submit */
 
-	pthread_mutex_t meta_lock;    /* guards meta[*] (struct app_meta) and every detail_entry */
-	pthread_cond_t meta_cond;     /* with meta_lock: a list or details fetch finished */
-	struct app_meta *meta;        /* the array itself is immutable, one per app */
-	_Atomic uint64_t list_gen;     /* numbers list snapshots (cache_list.gen); atomic, no lock */
+	pthread_mutex_t meta_lock; /* guards meta[*] (struct app_meta) and every detail_entry */
+	pthread_cond_t meta_cond;  /* with meta_lock: a list or details fetch finished */
+	struct app_meta *meta;     /* the array itself is immutable, one per app */
+	_Atomic uint64_t list_gen; /* numbers list snapshots (cache_list.gen); atomic, no lock */
 
-	pthread_mutex_t cap_lock;     /* guards captures, dumps[*], spool_bytes, seq, stat_*
-				       * and every capture's non-immutable fields */
-	struct capture *captures;     /* cap_lock: the table */
-	struct app_dumps *dumps;      /* array immutable, one per app; entries cap_lock */
-	uint64_t spool_bytes;         /* cap_lock: bytes of table captures, counted against cache_max */
-	unsigned long seq;            /* cap_lock: spool file names */
-	char *spool_dir;              /* immutable: cache_dir/spool-<pid> */
+	pthread_mutex_t cap_lock; /* guards captures, dumps[*], spool_bytes, seq, stat_*
+				   * and every capture's non-immutable fields */
+	struct capture *captures; /* cap_lock: the table */
+	struct app_dumps *dumps;  /* array immutable, one per app; entries cap_lock */
+	uint64_t spool_bytes;     /* cap_lock: bytes of table captures, counted against cache_max */
+	unsigned long seq;        /* cap_lock: spool file names */
+	char *spool_dir;          /* immutable: cache_dir/spool-<pid> */
 	uint64_t stat_captures, stat_failures; /* cap_lock */
 };
 

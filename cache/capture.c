@@ -148,11 +148,12 @@ static void on_done(struct kudu_request *req)
 			 cap->url);
 	}
 	if (req->err == 0 && req->status == 200 &&
-	    (!strncmp(req->content_type, "text/", 5) || !strcmp(req->content_type, "application/json"))) {
+	    (!strncmp(req->content_type, "text/", 5) ||
+	     !strcmp(req->content_type, "application/json"))) {
 		/* a sign-in page or a proxy's error page, answered with 200 */
 		req->err = -EIO;
-		snprintf(req->errmsg, sizeof(req->errmsg), "%.300s: not a dump (Content-Type %.100s)",
-			 cap->url, req->content_type);
+		snprintf(req->errmsg, sizeof(req->errmsg),
+			 "%.300s: not a dump (Content-Type %.100s)", cap->url, req->content_type);
 	}
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
@@ -395,7 +396,8 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 			n = 0;
 			break;
 		}
-		if (cap->bytes >= want || (cap->state == CAP_COMPLETE && cap->bytes > (uint64_t)off)) {
+		if (cap->bytes >= want ||
+		    (cap->state == CAP_COMPLETE && cap->bytes > (uint64_t)off)) {
 			uint64_t avail = cap->bytes - (uint64_t)off;
 
 			n = (ssize_t)(avail < size ? avail : size);
@@ -422,8 +424,8 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 	return n;
 }
 
-ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size,
-			   off_t off, cache_interrupted_fn interrupted)
+ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size, off_t off,
+			   cache_interrupted_fn interrupted)
 {
 	int fd = -1;
 	ssize_t n = cache_capture_wait(c, cap, size, off, interrupted, &fd);
@@ -462,7 +464,7 @@ int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type
 }
 
 void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
-			     struct capture_info *info, double now)
+			       struct capture_info *info, double now)
 {
 	double t;
 
@@ -474,7 +476,8 @@ void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 	t = (cap->state == CAP_FETCHING ? now : cap->finished) - cap->started;
 	info->rate = (cap->started && t > 0) ? (double)cap->bytes / t : 0;
 	snprintf(info->url, sizeof(info->url), "%s", cap->url);
-	snprintf(info->error, sizeof(info->error), "%s", cap->state == CAP_FAILED ? cap->errmsg : "");
+	snprintf(info->error, sizeof(info->error), "%s",
+		 cap->state == CAP_FAILED ? cap->errmsg : "");
 	snprintf(info->filename, sizeof(info->filename), "%s", cap->filename);
 }
 

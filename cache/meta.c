@@ -13,7 +13,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 struct cache_list *cache_list_get(struct cache_list *l)
 {
 	atomic_fetch_add(&l->refs, 1);
@@ -110,8 +109,7 @@ static int list_build(char *body, size_t len, uint64_t gen, struct cache_list **
 			break;
 		}
 	}
-	if (!l || !l->dirnames || !l->by_pid ||
-	    (l->nprocs && !l->dirnames[l->nprocs - 1])) {
+	if (!l || !l->dirnames || !l->by_pid || (l->nprocs && !l->dirnames[l->nprocs - 1])) {
 		if (l)
 			list_free(l); /* frees the model's procs too */
 		else
@@ -230,7 +228,8 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	m->list_inflight = false;
 	if (l) {
 		/* every list_ttl brings the same list: say it once, not every time */
-		odd_changed = model.skipped != m->list_skipped || model.duplicates != m->list_duplicates;
+		odd_changed = model.skipped != m->list_skipped ||
+			      model.duplicates != m->list_duplicates;
 		m->list_skipped = model.skipped;
 		m->list_duplicates = model.duplicates;
 		details_prune_locked(m, l);
@@ -250,9 +249,10 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	pthread_cond_broadcast(&c->meta_cond);
 	pthread_mutex_unlock(&c->meta_lock);
 	if (odd_changed)
-		kudu_log(LOG_WARNING, "%s: list: %zu items without a usable id or name skipped, "
-			 "%zu with a pid listed before (the first is shown)", a->name, model.skipped,
-			 model.duplicates);
+		kudu_log(LOG_WARNING,
+			 "%s: list: %zu items without a usable id or name skipped, "
+			 "%zu with a pid listed before (the first is shown)",
+			 a->name, model.skipped, model.duplicates);
 	return rc;
 }
 
@@ -560,7 +560,8 @@ int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
 	self = cache_list_find_pid(l, pid);
 	if (self < 0) {
 		rc = -ENOENT;
-	} else if (kudu_model_role_of(l->role_holders, l->procs[self].name, false) != KUDU_ROLE_NONE) {
+	} else if (kudu_model_role_of(l->role_holders, l->procs[self].name, false) !=
+		   KUDU_ROLE_NONE) {
 		/* the links' own search, so the two can never disagree */
 		for (size_t r = 0; r < 2 && *role == KUDU_ROLE_NONE; r++) {
 			size_t i;

@@ -122,7 +122,8 @@ int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen)
 		if (xdg && *xdg) {
 			if (asprintf(&cfg->cache_dir, "%s/kudufs", xdg) < 0)
 				return -ENOMEM;
-		} else if (asprintf(&cfg->cache_dir, "%s/.cache/kudufs", home ? home : "/tmp") < 0) {
+		} else if (asprintf(&cfg->cache_dir, "%s/.cache/kudufs", home ? home : "/tmp") <
+			   0) {
 			return -ENOMEM;
 		}
 	}
@@ -148,7 +149,8 @@ int cache_spool_create_locked(struct cache *c, const struct capture *cap, char *
 {
 	int fd;
 
-	if (asprintf(path, "%s/%d-%d-%lu.dmp", c->spool_dir, cap->pid, (int)cap->type, ++c->seq) < 0) {
+	if (asprintf(path, "%s/%d-%d-%lu.dmp", c->spool_dir, cap->pid, (int)cap->type, ++c->seq) <
+	    0) {
 		*path = NULL;
 		return -ENOMEM;
 	}

@@ -28,17 +28,17 @@ struct kudufs {
 	gid_t gid;
 	/* Open files. When an unmount is forced on a busy mount the kernel never
 	 * sends their RELEASE, so teardown frees what is left here. */
-	pthread_mutex_t handles_lock;   /* guards handles and every handle's prev/next */
+	pthread_mutex_t handles_lock; /* guards handles and every handle's prev/next */
 	struct fs_handle *handles;
 };
 
 enum fs_node_kind {
 	FS_ROOT,
-	FS_META_DIR,     /* .kudufs */
-	FS_STATUS,       /* .kudufs/status.json */
+	FS_META_DIR, /* .kudufs */
+	FS_STATUS,   /* .kudufs/status.json */
 	FS_APP,
-	FS_PROCESSES,    /* <app>/processes.json */
-	FS_ROLE_LINK,    /* <app>/site, <app>/scm */
+	FS_PROCESSES, /* <app>/processes.json */
+	FS_ROLE_LINK, /* <app>/site, <app>/scm */
 	FS_PROC_DIR,
 	FS_DETAILS,
 	FS_DUMP,

@@ -24,9 +24,17 @@
 #include <curl/curl.h>
 
 enum {
-	KEY_HELP, KEY_VERSION, KEY_CHECK,
-	KEY_APP, KEY_APP_EQ, KEY_CONFIG, KEY_CONFIG_EQ, KEY_KUDU_OPT, KEY_CONFIG_OPT,
-	KEY_INSECURE, KEY_MAX_THREADS,
+	KEY_HELP,
+	KEY_VERSION,
+	KEY_CHECK,
+	KEY_APP,
+	KEY_APP_EQ,
+	KEY_CONFIG,
+	KEY_CONFIG_EQ,
+	KEY_KUDU_OPT,
+	KEY_CONFIG_OPT,
+	KEY_INSECURE,
+	KEY_MAX_THREADS,
 };
 
 struct options {
@@ -36,8 +44,8 @@ struct options {
 	char *mountpoint;
 	int nonopts;
 	int help, version, check;
-	int max_threads_set;        /* -o max_threads given: libfuse's default is not ours */
-	char **kudu_opts;           /* key=value, applied after the config file */
+	int max_threads_set; /* -o max_threads given: libfuse's default is not ours */
+	char **kudu_opts;    /* key=value, applied after the config file */
 	size_t nkudu_opts;
 	char err[KUDU_ERRLEN];
 };
@@ -244,8 +252,10 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 			} else if (!quiet_ok) {
 				fprintf(out, "%s: OK %zu processes", app->name, l.nprocs);
 				if (l.skipped || l.duplicates)
-					fprintf(out, " (%zu items without a usable id or name skipped, "
-						"%zu with a pid listed before)", l.skipped, l.duplicates);
+					fprintf(out,
+						" (%zu items without a usable id or name skipped, "
+						"%zu with a pid listed before)",
+						l.skipped, l.duplicates);
 				fprintf(out, "\n");
 			}
 			kudu_model_list_free(&l);
@@ -271,8 +281,8 @@ struct fs_signals {
 	pthread_t thread;
 	pthread_t main_thread;
 	struct fuse_session *se;
-	const char *mountpoint;     /* absolute: fuse_daemonize() chdirs to / */
-	atomic_int stopping;        /* teardown: the next signal only wakes the thread */
+	const char *mountpoint; /* absolute: fuse_daemonize() chdirs to / */
+	atomic_int stopping;    /* teardown: the next signal only wakes the thread */
 	sigset_t set;
 };
 
@@ -331,7 +341,7 @@ static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, const
 
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGUSR2, &sa, NULL);   /* no SA_RESTART: the loop must see EINTR */
+	sigaction(SIGUSR2, &sa, NULL); /* no SA_RESTART: the loop must see EINTR */
 	s->se = se;
 	s->mountpoint = mountpoint;
 	s->main_thread = pthread_self();
@@ -373,7 +383,8 @@ int main(int argc, char *argv[])
 
 	kudu_config_init(&cfg);
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) < 0) {
-		fprintf(stderr, "kudufs: %s (try --help)\n", o.err[0] ? o.err : "invalid arguments");
+		fprintf(stderr, "kudufs: %s (try --help)\n",
+			o.err[0] ? o.err : "invalid arguments");
 		ret = 2;
 		goto out;
 	}
@@ -383,7 +394,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	if (o.version) {
-		printf("kudufs %s (libfuse %d, %s)\n", KUDUFS_VERSION, fuse_version(), curl_version());
+		printf("kudufs %s (libfuse %d, %s)\n", KUDUFS_VERSION, fuse_version(),
+		       curl_version());
 		ret = 0;
 		goto out;
 	}
@@ -413,7 +425,8 @@ int main(int argc, char *argv[])
 		goto out_curl;
 	}
 	if (cfg.insecure)
-		kudu_log(LOG_WARNING, "WARNING: 'insecure' is set: TLS certificates are NOT verified; "
+		kudu_log(LOG_WARNING,
+			 "WARNING: 'insecure' is set: TLS certificates are NOT verified; "
 			 "anyone on the path can read your credentials and dumps");
 	if (o.check) {
 		ret = check_apps(&cfg, stdout, false) == 0 ? 0 : 1;
@@ -478,7 +491,8 @@ int main(int argc, char *argv[])
 		/* each waiting dump reader holds a thread; leave room for metadata */
 		fuse_loop_cfg_set_max_threads(lc, o.max_threads_set ? fo.max_threads : 64);
 		/* UINT_MAX: not given (libfuse's "never end idle threads") */
-		fuse_loop_cfg_set_idle_threads(lc, fo.max_idle_threads != UINT_MAX ? fo.max_idle_threads : 10);
+		fuse_loop_cfg_set_idle_threads(
+			lc, fo.max_idle_threads != UINT_MAX ? fo.max_idle_threads : 10);
 		fuse_loop_cfg_set_clone_fd(lc, (unsigned)fo.clone_fd);
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);

@@ -28,7 +28,7 @@ static struct kudufs *fs_self(void)
 struct fs_handle {
 	enum fs_node_kind kind;
 	struct fs_node node;
-	char *data;                 /* JSON snapshot (owned, or from blob/list) */
+	char *data; /* JSON snapshot (owned, or from blob/list) */
 	size_t len;
 	struct cache_blob *blob;
 	struct cache_list *list;
@@ -39,8 +39,7 @@ struct fs_handle {
 /* The node a request is about. With nullpath_ok, operations on an open
  * handle come without a path: a read waiting minutes for a dump must not
  * hold libfuse's path lock, or an rm of that file would wait as long. */
-static int node_of(struct kudufs *k, const char *path, struct fuse_file_info *fi,
-		   struct fs_node *n)
+static int node_of(struct kudufs *k, const char *path, struct fuse_file_info *fi, struct fs_node *n)
 {
 	if (!path) {
 		const struct fs_handle *h = fi ? (const struct fs_handle *)(uintptr_t)fi->fh : NULL;
@@ -260,8 +259,8 @@ static int op_readlink(const char *path, char *buf, size_t size)
 struct dir_emit {
 	void *buf;
 	fuse_fill_dir_t fill;
-	off_t off;          /* resume here: entries below were delivered */
-	off_t next;         /* index of the next entry */
+	off_t off;  /* resume here: entries below were delivered */
+	off_t next; /* index of the next entry */
 	bool plus;
 	bool full;
 };
@@ -362,9 +361,9 @@ static int reader_should_stop(void)
 {
 	struct fuse_context *ctx = fuse_get_context();
 
-	return fuse_interrupted() || (ctx && ctx->fuse && fuse_session_exited(fuse_get_session(ctx->fuse)));
+	return fuse_interrupted() ||
+	       (ctx && ctx->fuse && fuse_session_exited(fuse_get_session(ctx->fuse)));
 }
-
 
 static void handle_register(struct kudufs *k, struct fs_handle *h, struct fuse_file_info *fi)
 {
@@ -453,8 +452,7 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-static int op_read(const char *path, char *buf, size_t size, off_t off,
-		   struct fuse_file_info *fi)
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct kudufs *k = fs_self();
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;

@@ -2,8 +2,8 @@
  * The Kudu HTTP client: one transfer thread drives a libcurl multi handle.
  *
  * Callers hand in a struct kudu_request and get on_done() back from the
- * transfer thread (at shutdown, from kudu_client_submit: see kudu.h). JSON requests are limited to max_conns at once (the
- * details prefetch of a big app would otherwise open hundreds of sockets);
+ * transfer thread (at shutdown, from kudu_client_submit: see kudu.h). JSON requests are limited to
+ * max_conns at once (the details prefetch of a big app would otherwise open hundreds of sockets);
  * dump requests are never held back here, the cache serialises them per app.
  *
  * Timeouts are checked by this loop rather than CURLOPT_LOW_SPEED_*: Kudu
@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_BODY_MAX (256u << 20)  /* a 10 000-process list is ~2 MiB */
+#define JSON_BODY_MAX (256u << 20) /* a 10 000-process list is ~2 MiB */
 #define ERROR_BODY_MAX (64u << 10)
 #define MAX_ATTEMPTS 5
 #define RETRY_AFTER_MAX 120.0
@@ -35,12 +35,12 @@ struct kudu_client {
 	CURLM *multi;
 	pthread_t thread;
 
-	pthread_mutex_t lock;   /* guards incoming*, stopping */
+	pthread_mutex_t lock; /* guards incoming*, stopping */
 	struct kudu_request *incoming_head, *incoming_tail;
 	bool stopping;
 
 	/* transfer thread only, no lock */
-	CURLMcode last_mc;      /* last curl_multi_* failure logged: a repeat is not logged again */
+	CURLMcode last_mc; /* last curl_multi_* failure logged: a repeat is not logged again */
 	struct kudu_request *waiting_head, *waiting_tail;
 	struct kudu_request *active;
 	unsigned active_json;
@@ -54,8 +54,9 @@ struct kudu_client {
 };
 
 struct client_app {
-	char view[KUDU_INSTANCE_MAX]; /* the app-level view's instance, "" until the front end names one */
-	char **seen;            /* ids named in Set-Cookie so far, at most KUDU_SEEN_MAX */
+	char view[KUDU_INSTANCE_MAX]; /* the app-level view's instance, "" until the front end names
+					 one */
+	char **seen;                  /* ids named in Set-Cookie so far, at most KUDU_SEEN_MAX */
 	size_t nseen;
 };
 
@@ -65,19 +66,19 @@ struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	double t_start, t_first, t_last;
 	bool headers_done;
-	bool in_multi;          /* added to c->multi, on c->active, counted in active_json */
-	bool decoded;           /* curl undoes a Content-Encoding: Content-Length is not the body's */
-	char reason[128];       /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
-	int local_err;          /* positive errno from pwrite or on_progress */
+	bool in_multi;    /* added to c->multi, on c->active, counted in active_json */
+	bool decoded;     /* curl undoes a Content-Encoding: Content-Length is not the body's */
+	char reason[128]; /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
+	int local_err;    /* positive errno from pwrite or on_progress */
 	size_t body_cap;
 	char sent[KUDU_INSTANCE_MAX];     /* the ARRAffinity cookie sent, "" none */
 	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
 	bool affinity_set;                /* ... if any ("" when its value was not an id) */
-	bool rerouted;          /* pinned, and another instance answered: abort, body unread */
+	bool rerouted; /* pinned, and another instance answered: abort, body unread */
 };
 
 struct sync_wait {
-	pthread_mutex_t lock;   /* guards done */
+	pthread_mutex_t lock; /* guards done */
 	pthread_cond_t cond;
 	bool done;
 };
@@ -253,8 +254,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 		while (v < data + n && (*v == ' ' || *v == '\t'))
 			v++;
 		/* only JSON requests ask curl to decode (CURLOPT_ACCEPT_ENCODING) */
-		x->decoded = req->kind == KUDU_REQ_JSON && v < data + n && *v != '\r' && *v != '\n' &&
-			     strncasecmp(v, "identity", 8) != 0;
+		x->decoded = req->kind == KUDU_REQ_JSON && v < data + n && *v != '\r' &&
+			     *v != '\n' && strncasecmp(v, "identity", 8) != 0;
 	} else if (n <= 2 && (data[0] == '\r' || data[0] == '\n')) {
 		curl_off_t cl = -1;
 		long status = 0;
@@ -267,7 +268,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 			req->length = x->decoded ? -1 : cl;
 			x->headers_done = true;
 			/* another instance's answer: not one body byte of it is taken */
-			if (req->instance[0] && x->affinity_set && strcmp(x->affinity, req->instance)) {
+			if (req->instance[0] && x->affinity_set &&
+			    strcmp(x->affinity, req->instance)) {
 				x->rerouted = true;
 				return 0;
 			}
@@ -388,8 +390,10 @@ static int client_check_host(const struct kudu_request *req, char *msg, size_t l
 
 	if (!base || url_origin(base, want, sizeof(want)) < 0 ||
 	    url_origin(req->url, got, sizeof(got)) < 0 || strcmp(want, got)) {
-		snprintf(msg, len, "refusing to send %s credentials to %.200s: not the %s of [app %.100s]",
-			 req->arm ? "ARM" : "Kudu", url_origin(req->url, got, sizeof(got)) ? "that URL" : got,
+		snprintf(msg, len,
+			 "refusing to send %s credentials to %.200s: not the %s of [app %.100s]",
+			 req->arm ? "ARM" : "Kudu",
+			 url_origin(req->url, got, sizeof(got)) ? "that URL" : got,
 			 req->arm ? "arm_endpoint" : "url", req->app->name);
 		return -EPERM;
 	}
@@ -445,7 +449,8 @@ static void client_note_affinity(struct kudu_client *c, struct kudu_request *req
 {
 	struct client_app *ca = client_app_of(c, req->app);
 
-	snprintf(req->served_by, sizeof(req->served_by), "%s", x->affinity_set ? x->affinity : x->sent);
+	snprintf(req->served_by, sizeof(req->served_by), "%s",
+		 x->affinity_set ? x->affinity : x->sent);
 	if (!ca || req->arm || !x->affinity_set || !x->affinity[0])
 		return;
 	pthread_mutex_lock(&c->inst_lock);
@@ -454,9 +459,10 @@ static void client_note_affinity(struct kudu_client *c, struct kudu_request *req
 		if (!ca->view[0]) {
 			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
 		} else if (!strcmp(ca->view, x->sent)) {
-			kudu_log(LOG_WARNING,
-				 "%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
-				 req->app->name, ca->view, x->affinity);
+			kudu_log(
+				LOG_WARNING,
+				"%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
+				req->app->name, ca->view, x->affinity);
 			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
 		}
 		/* else: sent before the view was known or moved; labelled by served_by */
@@ -515,35 +521,37 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 			x->headers = curl_slist_append(NULL, h);
 			kudu_secret_free(h);
 		}
-	} else switch (app->cred) {
-	case KUDU_CRED_BASIC:
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		curl_easy_setopt(e, CURLOPT_USERNAME, app->user);
-		curl_easy_setopt(e, CURLOPT_PASSWORD, app->password);
-		break;
-	case KUDU_CRED_TOKEN: {
-		char *h = kudu_app_bearer(app, false, &req->token_gen);
+	} else
+		switch (app->cred) {
+		case KUDU_CRED_BASIC:
+			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+			curl_easy_setopt(e, CURLOPT_USERNAME, app->user);
+			curl_easy_setopt(e, CURLOPT_PASSWORD, app->password);
+			break;
+		case KUDU_CRED_TOKEN: {
+			char *h = kudu_app_bearer(app, false, &req->token_gen);
 
-		if (h) {
-			x->headers = curl_slist_append(NULL, h);
-			kudu_secret_free(h);
+			if (h) {
+				x->headers = curl_slist_append(NULL, h);
+				kudu_secret_free(h);
+			}
+			break;
 		}
-		break;
-	}
-	case KUDU_CRED_NETRC:
-		curl_easy_setopt(e, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
-		curl_easy_setopt(e, CURLOPT_NETRC_FILE, app->netrc_file);
-		break;
-	case KUDU_CRED_NONE:
-		break;
-	}
+		case KUDU_CRED_NETRC:
+			curl_easy_setopt(e, CURLOPT_NETRC, (long)CURL_NETRC_OPTIONAL);
+			curl_easy_setopt(e, CURLOPT_NETRC_FILE, app->netrc_file);
+			break;
+		case KUDU_CRED_NONE:
+			break;
+		}
 	x->headers = curl_slist_append(x->headers, "Accept: application/json, */*");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
 	CURLMcode mc = curl_multi_add_handle(c->multi, e);
 
 	if (mc != CURLM_OK) {
-		kudu_log(LOG_ERR, "%s: curl_multi_add_handle: %s", app->name, curl_multi_strerror(mc));
+		kudu_log(LOG_ERR, "%s: curl_multi_add_handle: %s", app->name,
+			 curl_multi_strerror(mc));
 		return -EIO; /* not counted: xfer_release must not uncount it */
 	}
 	if (kudu_log_tracing())
@@ -649,7 +657,8 @@ static void server_message(const struct kudu_request *req, char *out, size_t len
 		/* plain text: first line, printable only */
 		size_t i;
 		for (i = 0; i + 1 < len && i < req->body_len && req->body[i] != '\n' &&
-			    req->body[i] != '\r'; i++) {
+			    req->body[i] != '\r';
+		     i++) {
 			out[i] = req->body[i];
 			if ((unsigned char)out[i] < 0x20)
 				out[i] = ' ';
@@ -676,16 +685,15 @@ static void fail_curl(struct kudu_request *req, struct xfer *x, CURLcode rc)
 		break;
 	case CURLE_PARTIAL_FILE:
 		req->err = -EIO;
-		snprintf(req->errmsg, sizeof(req->errmsg),
-			 "body cut short: got %llu of %lld bytes", (unsigned long long)req->bytes,
-			 (long long)req->length);
+		snprintf(req->errmsg, sizeof(req->errmsg), "body cut short: got %llu of %lld bytes",
+			 (unsigned long long)req->bytes, (long long)req->length);
 		break;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
 	case CURLE_GOT_NOTHING:
 		req->err = -EIO;
-		snprintf(req->errmsg, sizeof(req->errmsg),
-			 "connection reset after %llu bytes: %s", (unsigned long long)req->bytes, detail);
+		snprintf(req->errmsg, sizeof(req->errmsg), "connection reset after %llu bytes: %s",
+			 (unsigned long long)req->bytes, detail);
 		break;
 	default:
 		req->err = -EIO;
@@ -700,15 +708,16 @@ static void trace_finish(const struct kudu_request *req, const struct xfer *x, d
 			 const char *outcome)
 {
 	kudu_log(LOG_DEBUG, "%s: GET %s -> %ld, %llu bytes in %.3f s (first byte %.3f s)%s%s",
-		 req->app->name, req->url, req->status, (unsigned long long)req->bytes, now - x->t_start,
-		 x->t_first ? x->t_first - x->t_start : 0.0, outcome[0] ? ": " : "", outcome);
+		 req->app->name, req->url, req->status, (unsigned long long)req->bytes,
+		 now - x->t_start, x->t_first ? x->t_first - x->t_start : 0.0,
+		 outcome[0] ? ": " : "", outcome);
 }
 
 /* Returns true when the request was re-queued for another attempt. */
 static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 {
 	struct xfer *x = req->priv;
-	char msg[256];  /* Kudu's Message, truncated to leave room for context */
+	char msg[256]; /* Kudu's Message, truncated to leave room for context */
 	curl_off_t retry_after = 0;
 	double now = kudu_now();
 
@@ -749,7 +758,8 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 		 * wire bytes against Content-Length (CURLE_PARTIAL_FILE) */
 		if (req->length >= 0 && req->bytes != (uint64_t)req->length) {
 			req->err = -EIO;
-			snprintf(req->errmsg, sizeof(req->errmsg), "body cut short: got %llu of %lld bytes",
+			snprintf(req->errmsg, sizeof(req->errmsg),
+				 "body cut short: got %llu of %lld bytes",
 				 (unsigned long long)req->bytes, (long long)req->length);
 		}
 	} else {
@@ -787,14 +797,16 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s (credentials from %s)",
 				 req->status, kudu_status_reason(req->status), req->app->cred_desc);
 		else if (req->err == -ETIMEDOUT)
-			snprintf(req->errmsg, sizeof(req->errmsg),
-				 "%ld %s%s%s (App Service's front end cuts requests at ~230 s; a minidump is smaller and faster)",
-				 req->status, x->reason[0] ? x->reason : kudu_status_reason(req->status),
-				 msg[0] ? ": " : "", msg);
+			snprintf(
+				req->errmsg, sizeof(req->errmsg),
+				"%ld %s%s%s (App Service's front end cuts requests at ~230 s; a minidump is smaller and faster)",
+				req->status,
+				x->reason[0] ? x->reason : kudu_status_reason(req->status),
+				msg[0] ? ": " : "", msg);
 		else if (kudu_status_is_retryable(req->status))
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s (after %d attempts)",
-				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "", msg,
-				 req->attempts);
+				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "",
+				 msg, req->attempts);
 		else
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s", req->status,
 				 kudu_status_reason(req->status), msg[0] ? ": " : "", msg);
@@ -846,7 +858,8 @@ static void check_timeouts(struct kudu_client *c, double now)
 			abort_active(c, req, cancel, strerror(cancel));
 		} else if (req->kind == KUDU_REQ_JSON && cfg->meta_timeout &&
 			   now - x->t_start > cfg->meta_timeout) {
-			snprintf(msg, sizeof(msg), "no complete response within meta_timeout (%u s)",
+			snprintf(msg, sizeof(msg),
+				 "no complete response within meta_timeout (%u s)",
 				 cfg->meta_timeout);
 			abort_active(c, req, ETIMEDOUT, msg);
 		} else if (!x->t_first && cfg->first_byte_timeout &&
@@ -854,7 +867,8 @@ static void check_timeouts(struct kudu_client *c, double now)
 			snprintf(msg, sizeof(msg), "no response within first_byte_timeout (%u s)",
 				 cfg->first_byte_timeout);
 			abort_active(c, req, ETIMEDOUT, msg);
-		} else if (x->t_first && cfg->stall_timeout && now - x->t_last > cfg->stall_timeout) {
+		} else if (x->t_first && cfg->stall_timeout &&
+			   now - x->t_last > cfg->stall_timeout) {
 			snprintf(msg, sizeof(msg),
 				 "stalled: no data for stall_timeout (%u s) after %llu bytes",
 				 cfg->stall_timeout, (unsigned long long)req->bytes);
@@ -898,8 +912,8 @@ static void start_waiting(struct kudu_client *c, double now, double *next_due)
 		if (rc < 0) {
 			req->err = rc;
 			if (!req->errmsg[0])
-				snprintf(req->errmsg, sizeof(req->errmsg), "cannot start request: %s",
-					 strerror(-rc));
+				snprintf(req->errmsg, sizeof(req->errmsg),
+					 "cannot start request: %s", strerror(-rc));
 			if (req->priv)
 				xfer_release(c, req);
 			complete(req);
@@ -1015,10 +1029,12 @@ int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg)
 		free(c);
 		return -ENOMEM;
 	}
-	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)(cfg->max_conns + 2 * cfg->napps + 4));
+	curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS,
+			  (long)(cfg->max_conns + 2 * cfg->napps + 4));
 	for (size_t i = 0; i < cfg->napps; i++)
 		if (cfg->apps[i]->instance)
-			snprintf(c->apps[i].view, sizeof(c->apps[i].view), "%s", cfg->apps[i]->instance);
+			snprintf(c->apps[i].view, sizeof(c->apps[i].view), "%s",
+				 cfg->apps[i]->instance);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->inst_lock, NULL);
 	rc = pthread_create(&c->thread, NULL, transfer_main, c);
@@ -1123,8 +1139,8 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 	return rc;
 }
 
-int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url,
-			 char **body, size_t *len, char *err, size_t errlen)
+int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url, char **body,
+			 size_t *len, char *err, size_t errlen)
 {
 	struct kudu_request req;
 	int rc;

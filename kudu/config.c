@@ -24,7 +24,7 @@
 /* Size caps of the local files kudufs reads: a password file holds one line,
  * a config or .netrc a few apps; anything bigger is a mistake (a log, a dump,
  * /dev/zero behind a symlink), not a credential. */
-#define CONFIG_FILE_MAX   (1u << 20)
+#define CONFIG_FILE_MAX (1u << 20)
 #define PASSWORD_FILE_MAX (64u << 10)
 /* Output of a credential command kept (the first line must be in it); more is
  * read and dropped so the command is never killed by SIGPIPE. */
@@ -236,7 +236,8 @@ static int replace_str(char **dst, const char *value, bool path)
 
 /* The ARM token goes to this host: from the local config only, http(s), no
  * credentials, query or fragment; "https://management.azure.com[/]". */
-static int set_arm_endpoint(char **dst, const char *where, const char *url, char *err, size_t errlen)
+static int set_arm_endpoint(char **dst, const char *where, const char *url, char *err,
+			    size_t errlen)
 {
 	size_t n;
 
@@ -254,8 +255,8 @@ static int set_arm_endpoint(char **dst, const char *where, const char *url, char
 	return 0;
 }
 
-int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
-		    char *err, size_t errlen)
+int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value, char *err,
+		    size_t errlen)
 {
 	static const struct {
 		const char *key;
@@ -290,7 +291,8 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 	}
 	if (!strcmp(key, "cache_max")) {
 		if (kudu_parse_size(value, &cfg->cache_max) < 0) {
-			set_err(err, errlen, "cache_max: '%s' is not a size (e.g. 512M, 20G)", value);
+			set_err(err, errlen, "cache_max: '%s' is not a size (e.g. 512M, 20G)",
+				value);
 			return -EINVAL;
 		}
 		return 0;
@@ -345,7 +347,9 @@ static struct kudu_app *new_app(struct kudu_config *cfg, const char *name)
 static int set_url(struct kudu_app *app, const char *url, char *err, size_t errlen)
 {
 	size_t n;
-	const char *host = !strncmp(url, "http://", 7) ? url + 7 : !strncmp(url, "https://", 8) ? url + 8 : NULL;
+	const char *host = !strncmp(url, "http://", 7)    ? url + 7
+			   : !strncmp(url, "https://", 8) ? url + 8
+							  : NULL;
 
 	if (!host) {
 		set_err(err, errlen, "url '%s' of app '%s' must start with http:// or https://",
@@ -355,13 +359,15 @@ static int set_url(struct kudu_app *app, const char *url, char *err, size_t errl
 	/* found by tests/fuzz/fuzz_config.c: "http://" lost its slashes below
 	 * and became "http:" */
 	if (!*host || *host == '/' || *host == ':') {
-		set_err(err, errlen, "url '%s' of app '%s' has no host (expected http(s)://HOST[:PORT][/PREFIX])",
+		set_err(err, errlen,
+			"url '%s' of app '%s' has no host (expected http(s)://HOST[:PORT][/PREFIX])",
 			url, app->name);
 		return -EINVAL;
 	}
 	if (strchr(url, '@')) {
 		/* credentials in a URL would end up in logs and error messages */
-		set_err(err, errlen, "url of app '%s' must not contain credentials; use user/password_file",
+		set_err(err, errlen,
+			"url of app '%s' must not contain credentials; use user/password_file",
 			app->name);
 		return -EINVAL;
 	}
@@ -433,7 +439,8 @@ static int set_instances(struct kudu_app *app, const char *value, char *err, siz
 		n++;
 	}
 	if (rc == 0 && n == 0) {
-		set_err(err, errlen, "instances of [app %s] is empty (list instance ids, separated by commas)",
+		set_err(err, errlen,
+			"instances of [app %s] is empty (list instance ids, separated by commas)",
 			app->name);
 		rc = -EINVAL;
 	}
@@ -482,7 +489,8 @@ static int set_arm_resource(struct kudu_app *app, const char *value, char *err, 
 	size_t n;
 
 	if (!(eat_ci(&p, "/subscriptions/") && eat_segment(&p) && eat_ci(&p, "/resourceGroups/") &&
-	      eat_segment(&p) && eat_ci(&p, "/providers/Microsoft.Web/sites/") && eat_segment(&p)) ||
+	      eat_segment(&p) && eat_ci(&p, "/providers/Microsoft.Web/sites/") &&
+	      eat_segment(&p)) ||
 	    (*p && !(eat_ci(&p, "/slots/") && eat_segment(&p))) || (*p && strcmp(p, "/"))) {
 		set_err(err, errlen,
 			"arm_resource of [app %s] must be /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/NAME[/slots/SLOT] (az webapp show -g RG -n NAME --query id -o tsv)",
@@ -501,10 +509,13 @@ struct ini_ctx {
 	struct kudu_config *cfg;
 	char msg[KUDU_ERRLEN];
 	FILE *f;
-	int line;          /* lines read so far, counted as inih counts them */
-	int section_line;  /* line of the last "[NAME]" read ... */
-	char section[64];  /* ... and its NAME, as inih copies it */
-	struct seen_app { char *name; int line; } *seen; /* [app NAME] headers so far */
+	int line;         /* lines read so far, counted as inih counts them */
+	int section_line; /* line of the last "[NAME]" read ... */
+	char section[64]; /* ... and its NAME, as inih copies it */
+	struct seen_app {
+		char *name;
+		int line;
+	} * seen; /* [app NAME] headers so far */
 	size_t nseen;
 	int dup_line, dup_first; /* a second [app NAME]: its line and the first's */
 	const char *dup_name;    /* ... and NAME, in seen[] */
@@ -591,7 +602,8 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 		if (!name)
 			return 1;
 		if (!strcmp(name, "config")) {
-			snprintf(ctx->msg, sizeof(ctx->msg), "'config' cannot be set inside a config file");
+			snprintf(ctx->msg, sizeof(ctx->msg),
+				 "'config' cannot be set inside a config file");
 			return 0;
 		}
 		rc = kudu_config_set(cfg, name, value, err, sizeof(err));
@@ -642,8 +654,9 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 		} else if (!strcmp(name, "arm_token_command"))
 			rc = replace_str(&app->arm_token_command, value, false);
 		else if (!strcmp(name, "password")) {
-			snprintf(err, sizeof(err),
-				 "'password' is not allowed in the config; use password_file (mode 0600) or password_command");
+			snprintf(
+				err, sizeof(err),
+				"'password' is not allowed in the config; use password_file (mode 0600) or password_command");
 			rc = -EINVAL;
 		} else {
 			snprintf(err, sizeof(err), "unknown key '%s' in [app %s]", name, appname);
@@ -664,12 +677,18 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 static const char *file_kind(mode_t mode)
 {
 	switch (mode & S_IFMT) {
-	case S_IFDIR: return "a directory";
-	case S_IFIFO: return "a FIFO";
-	case S_IFCHR: return "a character device";
-	case S_IFBLK: return "a block device";
-	case S_IFSOCK: return "a socket";
-	default: return "not a regular file";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFIFO:
+		return "a FIFO";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFSOCK:
+		return "a socket";
+	default:
+		return "not a regular file";
 	}
 }
 
@@ -689,8 +708,9 @@ static int check_private_stat(const struct stat *st, const char *path, const cha
 		return -EPERM;
 	}
 	if ((uint64_t)st->st_size > max) {
-		set_err(err, errlen, "%s %s is %" PRIu64 " bytes, more than the %" PRIu64 " a %s may have",
-			what, path, (uint64_t)st->st_size, max, what);
+		set_err(err, errlen,
+			"%s %s is %" PRIu64 " bytes, more than the %" PRIu64 " a %s may have", what,
+			path, (uint64_t)st->st_size, max, what);
 		return -EFBIG;
 	}
 	return 0;
@@ -749,8 +769,8 @@ int kudu_check_private_file(const char *path, const char *what, char *err, size_
 	return open_private_file(path, what, CONFIG_FILE_MAX, NULL, err, errlen);
 }
 
-int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
-		     char *err, size_t errlen)
+int kudu_config_load(struct kudu_config *cfg, const char *path, bool required, char *err,
+		     size_t errlen)
 {
 	struct ini_ctx ctx = { .cfg = cfg };
 	FILE *f;
@@ -766,7 +786,8 @@ int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
 	fclose(f);
 	if (rc == 0 && ctx.dup_line) {
 		/* reading stopped at the duplicate; an error before it wins (rc > 0) */
-		set_err(err, errlen, "%s:%d: a second [app %s] section (the first is at line %d); merge them",
+		set_err(err, errlen,
+			"%s:%d: a second [app %s] section (the first is at line %d); merge them",
 			path, ctx.dup_line, ctx.dup_name, ctx.dup_first);
 		rc = -1;
 	}
@@ -778,9 +799,12 @@ int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
 	if (rc != 0) {
 		if (rc > 0)
 			set_err(err, errlen, "%s:%d: %s", path, rc,
-				ctx.msg[0] ? ctx.msg : "syntax error (expected 'key = value' or '[section]')");
+				ctx.msg[0]
+					? ctx.msg
+					: "syntax error (expected 'key = value' or '[section]')");
 		else
-			set_err(err, errlen, "%s: cannot parse (%s)", path, rc == -2 ? "out of memory" : "I/O error");
+			set_err(err, errlen, "%s: cannot parse (%s)", path,
+				rc == -2 ? "out of memory" : "I/O error");
 		return -EINVAL;
 	}
 	free(cfg->path);
@@ -900,7 +924,7 @@ static int command_output(const char *cmd, unsigned timeout, char **out, int *st
 	posix_spawnattr_setsigdefault(&attr, &dfl);
 	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-				 POSIX_SPAWN_SETPGROUP);
+						POSIX_SPAWN_SETPGROUP);
 	fflush(NULL);
 	rc = -posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
@@ -959,7 +983,8 @@ static int command_output(const char *cmd, unsigned timeout, char **out, int *st
 				if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
 					eof = true;
 				else if (got > 0 && len < cap) {
-					size_t take = (size_t)got < cap - len ? (size_t)got : cap - len;
+					size_t take = (size_t)got < cap - len ? (size_t)got
+									      : cap - len;
 
 					memcpy(buf + len, tmp, take);
 					len += take;
@@ -980,8 +1005,8 @@ static int command_output(const char *cmd, unsigned timeout, char **out, int *st
 	return 0;
 }
 
-static int run_command(const struct kudu_app *app, const char *key, const char *cmd,
-		       char **out, char *err, size_t errlen)
+static int run_command(const struct kudu_app *app, const char *key, const char *cmd, char **out,
+		       char *err, size_t errlen)
 {
 	char *output, *line;
 	int st = 0, rc;
@@ -996,7 +1021,8 @@ static int run_command(const struct kudu_app *app, const char *key, const char *
 	if (timed_out) {
 		explicit_bzero(output, strlen(output));
 		free(output);
-		set_err(err, errlen, "app %s: %s did not finish within command_timeout (%u s); killed",
+		set_err(err, errlen,
+			"app %s: %s did not finish within command_timeout (%u s); killed",
 			app->name, key, app->command_timeout);
 		return -ETIMEDOUT;
 	}
@@ -1013,9 +1039,12 @@ static int run_command(const struct kudu_app *app, const char *key, const char *
 		if (st != 0)
 			set_err(err, errlen, "app %s: %s failed (%s %d)", app->name, key,
 				WIFSIGNALED(st) ? "killed by signal" : "exit status",
-				WIFSIGNALED(st) ? WTERMSIG(st) : WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+				WIFSIGNALED(st) ? WTERMSIG(st)
+				: WIFEXITED(st) ? WEXITSTATUS(st)
+						: -1);
 		else
-			set_err(err, errlen, "app %s: %s printed nothing on its first line", app->name, key);
+			set_err(err, errlen, "app %s: %s printed nothing on its first line",
+				app->name, key);
 		return -EACCES;
 	}
 	*out = line;
@@ -1052,7 +1081,8 @@ int kudu_app_refresh_arm_token(struct kudu_app *app, unsigned gen, char *err, si
 	int rc;
 
 	if (!cmd) {
-		set_err(err, errlen, "app %s: no arm_token_command or token_command for ARM", app->name);
+		set_err(err, errlen, "app %s: no arm_token_command or token_command for ARM",
+			app->name);
 		return -EACCES;
 	}
 	/* several requests got the same 401: the first one's refresh serves all */
@@ -1105,7 +1135,8 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 		app->url = u;
 	}
 	if (!app->arm_endpoint &&
-	    replace_str(&app->arm_endpoint, cfg->arm_endpoint ? cfg->arm_endpoint : KUDU_ARM_ENDPOINT_DEFAULT,
+	    replace_str(&app->arm_endpoint,
+			cfg->arm_endpoint ? cfg->arm_endpoint : KUDU_ARM_ENDPOINT_DEFAULT,
 			false) < 0)
 		return -ENOMEM;
 	if (app->arm_resource && !app->arm_token_command && !app->token_command) {
@@ -1119,32 +1150,36 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 		if (rc < 0)
 			return rc;
 		app->cred = KUDU_CRED_TOKEN;
-		snprintf(app->cred_desc, sizeof(app->cred_desc), "token_command of [app %s]", app->name);
+		snprintf(app->cred_desc, sizeof(app->cred_desc), "token_command of [app %s]",
+			 app->name);
 		return 0;
 	}
 	if (app->password_file || app->password_command) {
 		if (!app->user) {
 			if (cfg->path && app->section_line > 0)
-				set_err(err, errlen, "%s:%d: [app %s] has a password source but no 'user'",
+				set_err(err, errlen,
+					"%s:%d: [app %s] has a password source but no 'user'",
 					cfg->path, app->section_line, app->name);
 			else
-				set_err(err, errlen, "%s: [app %s] has a password source but no 'user'",
-					where, app->name);
+				set_err(err, errlen,
+					"%s: [app %s] has a password source but no 'user'", where,
+					app->name);
 			return -EINVAL;
 		}
 		if (app->password_file) {
 			FILE *f;
 
-			rc = open_private_file(app->password_file, "password file", PASSWORD_FILE_MAX,
-					       &f, err, errlen);
+			rc = open_private_file(app->password_file, "password file",
+					       PASSWORD_FILE_MAX, &f, err, errlen);
 			if (rc < 0)
 				return rc;
 			/* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): 0 sets f */
 			app->password = first_line(f);
 			fclose(f);
 			if (!app->password || !*app->password) {
-				set_err(err, errlen, app->password ? "password file %s has an empty first line"
-								   : "password file %s is empty",
+				set_err(err, errlen,
+					app->password ? "password file %s has an empty first line"
+						      : "password file %s is empty",
 					app->password_file);
 				return -EACCES;
 			}
@@ -1155,8 +1190,8 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 					 &app->password, err, errlen);
 			if (rc < 0)
 				return rc;
-			snprintf(app->cred_desc, sizeof(app->cred_desc), "password_command of [app %s]",
-				 app->name);
+			snprintf(app->cred_desc, sizeof(app->cred_desc),
+				 "password_command of [app %s]", app->name);
 		}
 		app->cred = KUDU_CRED_BASIC;
 		return 0;
@@ -1195,16 +1230,18 @@ static int resolve_one(struct kudu_config *cfg, struct kudu_app *app, char *err,
 		free(netrc);
 	}
 	app->cred = KUDU_CRED_NONE;
-	snprintf(app->cred_desc, sizeof(app->cred_desc),
-		 "no credentials found: set user + password_file in [app %s], KUDUFS_USER/KUDUFS_PASSWORD, or ~/.netrc",
-		 app->name);
+	snprintf(
+		app->cred_desc, sizeof(app->cred_desc),
+		"no credentials found: set user + password_file in [app %s], KUDUFS_USER/KUDUFS_PASSWORD, or ~/.netrc",
+		app->name);
 	return 0;
 }
 
 int kudu_config_resolve_credentials(struct kudu_config *cfg, char *err, size_t errlen)
 {
 	if (cfg->napps == 0) {
-		set_err(err, errlen, "no apps configured: use --app NAME[=URL] or an [app NAME] section in %s",
+		set_err(err, errlen,
+			"no apps configured: use --app NAME[=URL] or an [app NAME] section in %s",
 			cfg->path ? cfg->path : "the config file");
 		return -EINVAL;
 	}

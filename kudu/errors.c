@@ -92,8 +92,8 @@ int kudu_url_details(const struct kudu_app *app, int pid, char *buf, size_t len)
 	return fmt_url(buf, len, "%s/api/processes/%d", app->url, pid, 0);
 }
 
-int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type,
-		  char *buf, size_t len)
+int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type, char *buf,
+		  size_t len)
 {
 	return fmt_url(buf, len, "%s/api/processes/%d/dump?dumpType=%d", app->url, pid, (int)type);
 }

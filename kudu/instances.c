@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARM_MAX_PAGES 100  /* a loop of nextLinks must end */
+#define ARM_MAX_PAGES 100 /* a loop of nextLinks must end */
 
 void kudu_instances_free(struct kudu_instances *l)
 {
@@ -35,10 +35,14 @@ void kudu_instances_free(struct kudu_instances *l)
 const char *kudu_instances_source_name(enum kudu_inst_source s)
 {
 	switch (s) {
-	case KUDU_INST_CONFIG: return "config";
-	case KUDU_INST_ARM: return "ARM";
-	case KUDU_INST_KUDU: return "Kudu";
-	case KUDU_INST_SEEN: return "seen";
+	case KUDU_INST_CONFIG:
+		return "config";
+	case KUDU_INST_ARM:
+		return "ARM";
+	case KUDU_INST_KUDU:
+		return "Kudu";
+	case KUDU_INST_SEEN:
+		return "seen";
 	}
 	return "?";
 }
@@ -95,8 +99,10 @@ int kudu_instances_parse_arm(struct kudu_instances *l, const char *body, size_t 
 			continue;
 		rc = add_arm_name(l, name);
 		if (rc == -EINVAL) {
-			kudu_log(LOG_WARNING, "ARM listed an instance named '%.140s', not an instance id: skipped",
-				 name);
+			kudu_log(
+				LOG_WARNING,
+				"ARM listed an instance named '%.140s', not an instance id: skipped",
+				name);
 			rc = 0;
 		}
 		if (rc < 0)
@@ -110,8 +116,8 @@ int kudu_instances_parse_arm(struct kudu_instances *l, const char *body, size_t 
 	return rc;
 }
 
-int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t len,
-			     char *err, size_t errlen)
+int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t len, char *err,
+			     size_t errlen)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, 0, &jerr);
@@ -133,7 +139,8 @@ int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t 
 			continue;
 		rc = kudu_instances_add(l, id);
 		if (rc == -EINVAL) {
-			kudu_log(LOG_WARNING, "/instance/all listed '%.140s', not an instance id: skipped", id);
+			kudu_log(LOG_WARNING,
+				 "/instance/all listed '%.140s', not an instance id: skipped", id);
 			rc = 0;
 		}
 		if (rc < 0)
@@ -149,8 +156,8 @@ int kudu_url_arm_instances(const struct kudu_app *app, char *buf, size_t len)
 
 	if (!app->arm_resource || !app->arm_endpoint)
 		return -EINVAL;
-	n = snprintf(buf, len, "%s%s/instances?api-version=" KUDU_ARM_API_VERSION, app->arm_endpoint,
-		     app->arm_resource);
+	n = snprintf(buf, len, "%s%s/instances?api-version=" KUDU_ARM_API_VERSION,
+		     app->arm_endpoint, app->arm_resource);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
@@ -221,7 +228,8 @@ static int discover_arm(struct kudu_client *c, struct kudu_app *app, struct kudu
 		/* a nextLink on another host than arm_endpoint is refused by the
 		 * client (EPERM), before the token goes anywhere */
 		if (strlen(next) >= sizeof(url)) {
-			snprintf(err, errlen, "ARM's nextLink is longer than %zu bytes", sizeof(url) - 1);
+			snprintf(err, errlen, "ARM's nextLink is longer than %zu bytes",
+				 sizeof(url) - 1);
 			free(next);
 			return -EIO;
 		}
@@ -256,8 +264,8 @@ static void append_why(struct kudu_instances *out, const char *what, const char 
 	snprintf(out->why + n, sizeof(out->why) - n, "%s%s: %s", n ? "; " : "", what, msg);
 }
 
-int kudu_instances_discover(struct kudu_client *c, struct kudu_app *app,
-			    struct kudu_instances *out, char *err, size_t errlen)
+int kudu_instances_discover(struct kudu_client *c, struct kudu_app *app, struct kudu_instances *out,
+			    char *err, size_t errlen)
 {
 	char msg[KUDU_ERRLEN];
 	char **seen = NULL;

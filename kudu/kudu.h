@@ -25,57 +25,58 @@
 /* ---- configuration ---------------------------------------------------- */
 
 enum kudu_cred_kind {
-	KUDU_CRED_NONE,     /* nothing found: requests go out unauthenticated */
-	KUDU_CRED_BASIC,    /* user + password (section, or environment) */
-	KUDU_CRED_TOKEN,    /* bearer token from token_command */
-	KUDU_CRED_NETRC,    /* libcurl reads ~/.netrc itself */
+	KUDU_CRED_NONE,  /* nothing found: requests go out unauthenticated */
+	KUDU_CRED_BASIC, /* user + password (section, or environment) */
+	KUDU_CRED_TOKEN, /* bearer token from token_command */
+	KUDU_CRED_NETRC, /* libcurl reads ~/.netrc itself */
 };
 
 struct kudu_app {
-	char *name;             /* directory name in the mount; validated */
-	char *url;              /* API root, no trailing '/' */
+	char *name; /* directory name in the mount; validated */
+	char *url;  /* API root, no trailing '/' */
 	char *user;
 	char *password_file;
 	char *password_command;
 	char *token_command;
-	char *netrc_file;       /* NULL: libcurl's default ~/.netrc */
-	char *instance;         /* ARRAffinity cookie sent from the first request, NULL: ARR picks */
-	int section_line;       /* line of [app NAME] in the config, 0 if none */
+	char *netrc_file; /* NULL: libcurl's default ~/.netrc */
+	char *instance;   /* ARRAffinity cookie sent from the first request, NULL: ARR picks */
+	int section_line; /* line of [app NAME] in the config, 0 if none */
 	unsigned command_timeout; /* the config's, copied for token_command re-runs */
 
 	/* Scaled-out apps: how instances/ is filled (kudu/instances.c). */
-	char **instances;       /* `instances = ID, ...`: exactly these; NULL: discover */
+	char **instances; /* `instances = ID, ...`: exactly these; NULL: discover */
 	size_t ninstances;
 	/* /subscriptions/S/resourceGroups/RG/providers/Microsoft.Web/sites/N[/slots/S] */
 	char *arm_resource;
-	char *arm_endpoint;     /* effective after resolve: section, else [kudufs], else the default */
+	char *arm_endpoint; /* effective after resolve: section, else [kudufs], else the default */
 	char *arm_token_command; /* NULL: token_command gives the ARM token too */
-	int arm_resource_line;  /* config line of arm_resource, for errors found after parsing */
+	int arm_resource_line;   /* config line of arm_resource, for errors found after parsing */
 
 	enum kudu_cred_kind cred;
-	char cred_desc[160];    /* "password_file /x", "KUDUFS_USER/KUDUFS_PASSWORD", "~/.netrc" */
-	char *password;         /* resolved secret; never logged */
+	char cred_desc[160]; /* "password_file /x", "KUDUFS_USER/KUDUFS_PASSWORD", "~/.netrc" */
+	char *password;      /* resolved secret; never logged */
 
 	pthread_mutex_t token_lock; /* guards token, token_gen, arm_token, arm_token_gen */
 	char *token;
-	unsigned token_gen;     /* bumped by every refresh, so N concurrent 401s re-run the command once */
-	char *arm_token;        /* from arm_token_command; unused (NULL) when that is unset */
+	unsigned token_gen; /* bumped by every refresh, so N concurrent 401s re-run the command once
+			     */
+	char *arm_token;    /* from arm_token_command; unused (NULL) when that is unset */
 	unsigned arm_token_gen;
 };
 
 struct kudu_config {
-	char *path;             /* config file read, NULL if none */
+	char *path; /* config file read, NULL if none */
 	char *cache_dir;
 	uint64_t cache_max;
 	unsigned dump_ttl, list_ttl, detail_ttl, neg_ttl;
 	unsigned connect_timeout, first_byte_timeout, stall_timeout;
-	unsigned meta_timeout;   /* whole-request limit of list/details (JSON) requests */
+	unsigned meta_timeout; /* whole-request limit of list/details (JSON) requests */
 	unsigned max_conns;
-	unsigned prefetch_max;   /* readdir prefetches details only up to this many processes */
+	unsigned prefetch_max;    /* readdir prefetches details only up to this many processes */
 	unsigned command_timeout; /* password_command/token_command run limit, 0: none */
 	bool insecure;
 	char *ca_file;
-	char *arm_endpoint;      /* [kudufs] arm_endpoint, NULL: KUDU_ARM_ENDPOINT_DEFAULT */
+	char *arm_endpoint; /* [kudufs] arm_endpoint, NULL: KUDU_ARM_ENDPOINT_DEFAULT */
 	int debug;
 
 	struct kudu_app **apps;
@@ -85,14 +86,13 @@ struct kudu_config {
 void kudu_config_init(struct kudu_config *cfg);
 void kudu_config_free(struct kudu_config *cfg);
 /* Read an INI file. required=false tolerates a missing file. */
-int kudu_config_load(struct kudu_config *cfg, const char *path, bool required,
-		     char *err, size_t errlen);
+int kudu_config_load(struct kudu_config *cfg, const char *path, bool required, char *err,
+		     size_t errlen);
 /* "NAME" or "NAME=URL" from the command line; merges with a config section. */
-int kudu_config_add_app(struct kudu_config *cfg, const char *spec,
-			char *err, size_t errlen);
+int kudu_config_add_app(struct kudu_config *cfg, const char *spec, char *err, size_t errlen);
 /* Apply one global key (config [kudufs] or -o key=value). */
-int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
-		    char *err, size_t errlen);
+int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value, char *err,
+		    size_t errlen);
 /* Default config path ($XDG_CONFIG_HOME/kudufs/config or ~/.config/...). */
 char *kudu_config_default_path(void);
 /* Resolve every app's credentials in the design's order. */
@@ -131,8 +131,8 @@ enum kudu_dump_type { KUDU_DUMP_MINI = 1, KUDU_DUMP_FULL = 2 };
 
 int kudu_url_list(const struct kudu_app *app, char *buf, size_t len);
 int kudu_url_details(const struct kudu_app *app, int pid, char *buf, size_t len);
-int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type,
-		  char *buf, size_t len);
+int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type, char *buf,
+		  size_t len);
 
 /* ---- client ------------------------------------------------------------ */
 
@@ -164,32 +164,33 @@ struct kudu_request {
 	 * rerouted, served_by the other one). "": the app-level view, pinned to
 	 * the client's current instance of the app. */
 	char instance[KUDU_INSTANCE_MAX];
-	bool arm;                   /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
-	int fd;                     /* KUDU_REQ_DUMP: body is pwrite()n here */
+	bool arm; /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
+	int fd;   /* KUDU_REQ_DUMP: body is pwrite()n here */
 	kudu_progress_fn on_progress;
-	kudu_done_fn on_done;       /* see kudu_done_fn for the thread; may free the request */
+	kudu_done_fn on_done; /* see kudu_done_fn for the thread; may free the request */
 	void *arg;
-	atomic_int cancel;          /* set to a positive errno to abort */
+	atomic_int cancel; /* set to a positive errno to abort */
 
 	/* results, valid in on_done */
-	int err;                    /* 0 or negative errno */
+	int err; /* 0 or negative errno */
 	long status;
-	char *body;                 /* KUDU_REQ_JSON: NUL-terminated, caller frees */
+	char *body; /* KUDU_REQ_JSON: NUL-terminated, caller frees */
 	size_t body_len;
-	int64_t length;             /* Content-Length, -1 if unknown */
-	uint64_t bytes;             /* body bytes received */
-	char filename[256];         /* Content-Disposition filename */
-	char content_type[128];     /* media type, lower-cased, no parameters; "" if none */
+	int64_t length;         /* Content-Length, -1 if unknown */
+	uint64_t bytes;         /* body bytes received */
+	char filename[256];     /* Content-Disposition filename */
+	char content_type[128]; /* media type, lower-cased, no parameters; "" if none */
 	char errmsg[KUDU_ERRLEN];
 	int attempts;
-	char served_by[KUDU_INSTANCE_MAX]; /* the instance that answered, "" if the server named none */
-	bool rerouted;              /* pinned, but the front end routed it to served_by */
-	unsigned token_gen;         /* generation of the bearer token sent */
+	char served_by[KUDU_INSTANCE_MAX]; /* the instance that answered, "" if the server named
+					      none */
+	bool rerouted;                     /* pinned, but the front end routed it to served_by */
+	unsigned token_gen;                /* generation of the bearer token sent */
 
 	/* private to the client */
-	void *priv;                 /* struct xfer while on the wire */
-	void *priv_sync;            /* kudu_client_fetch's waiter */
-	double t_retry;             /* not before this time (backoff) */
+	void *priv;      /* struct xfer while on the wire */
+	void *priv_sync; /* kudu_client_fetch's waiter */
+	double t_retry;  /* not before this time (backoff) */
 	struct kudu_request *priv_next;
 };
 
@@ -199,8 +200,7 @@ int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg);
 /* Aborts outstanding requests: their on_done runs with -ECANCELED on the
  * transfer thread before this returns. */
 void kudu_client_free(struct kudu_client *c);
-void kudu_request_init(struct kudu_request *req, struct kudu_app *app,
-		       enum kudu_req_kind kind);
+void kudu_request_init(struct kudu_request *req, struct kudu_app *app, enum kudu_req_kind kind);
 void kudu_request_reset(struct kudu_request *req);
 /* Queue a request; returns at once. on_done is called exactly once: on the
  * transfer thread, or, while the client is being freed, on this thread
@@ -209,8 +209,8 @@ void kudu_client_submit(struct kudu_client *c, struct kudu_request *req);
 /* Submit and wait. Refreshes a bearer token once on 401. */
 int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req);
 /* GET url, return the JSON body (caller frees). */
-int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url,
-			 char **body, size_t *len, char *err, size_t errlen);
+int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url, char **body,
+			 size_t *len, char *err, size_t errlen);
 /* The instance the app-level view is on now (`instance =`, else the first
  * the front end named, following a moved pin); -ENOENT while unknown. */
 int kudu_client_view_instance(struct kudu_client *c, const struct kudu_app *app, char *buf,
@@ -229,10 +229,11 @@ double kudu_now(void);
 enum kudu_inst_source { KUDU_INST_CONFIG, KUDU_INST_ARM, KUDU_INST_KUDU, KUDU_INST_SEEN };
 
 struct kudu_instances {
-	char **ids;             /* valid instance ids, no duplicates, in the server's order */
+	char **ids; /* valid instance ids, no duplicates, in the server's order */
 	size_t n;
 	enum kudu_inst_source source;
-	char why[KUDU_ERRLEN];  /* which discovery failed and why, when a fallback answered; "" else */
+	char why[KUDU_ERRLEN]; /* which discovery failed and why, when a fallback answered; "" else
+				*/
 };
 
 void kudu_instances_free(struct kudu_instances *l);
@@ -245,15 +246,15 @@ int kudu_instances_add(struct kudu_instances *l, const char *id);
 int kudu_instances_parse_arm(struct kudu_instances *l, const char *body, size_t len,
 			     char **next_link, char *err, size_t errlen);
 /* Kudu's /instance/all: a JSON array of instance-id strings. */
-int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t len,
-			     char *err, size_t errlen);
+int kudu_instances_parse_all(struct kudu_instances *l, const char *body, size_t len, char *err,
+			     size_t errlen);
 int kudu_url_arm_instances(const struct kudu_app *app, char *buf, size_t len);
 int kudu_url_instance_all(const struct kudu_app *app, char *buf, size_t len);
 /* Find the app's instances (network requests; call from a thread that may
  * wait). 0 with *out filled (out->why says what failed, if a fallback
  * answered), or -EACCES when the configured ARM or Kudu refused the
  * credentials (err says which, never with the secret). */
-int kudu_instances_discover(struct kudu_client *c, struct kudu_app *app,
-			    struct kudu_instances *out, char *err, size_t errlen);
+int kudu_instances_discover(struct kudu_client *c, struct kudu_app *app, struct kudu_instances *out,
+			    char *err, size_t errlen);
 
 #endif

@@ -20,8 +20,8 @@
  * never see a torn value.
  */
 static struct {
-	atomic_bool debug;      /* -d: LOG_DEBUG lines and request/capture tracing */
-	atomic_bool syslog;     /* daemonized: syslog only */
+	atomic_bool debug;  /* -d: LOG_DEBUG lines and request/capture tracing */
+	atomic_bool syslog; /* daemonized: syslog only */
 } kudu_log_sink;
 
 void kudu_log_init(int debug)
@@ -65,7 +65,8 @@ void kudu_log(int level, const char *fmt, ...)
 		int l = snprintf(line, sizeof(line), "kudufs: %s\n", msg);
 
 		/* one write per line: lines from concurrent threads never interleave */
-		if (l > 0 && write(STDERR_FILENO, line, (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1) < 0)
+		if (l > 0 && write(STDERR_FILENO, line,
+				   (size_t)l < sizeof(line) ? (size_t)l : sizeof(line) - 1) < 0)
 			return;
 	}
 }

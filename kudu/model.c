@@ -72,7 +72,7 @@ static int model_drop_duplicates(struct kudu_proc_list *l)
 
 		free(p->name);
 		free(p->machine);
-		p->name = p->machine = NULL;  /* marks it dropped */
+		p->name = p->machine = NULL; /* marks it dropped */
 		l->duplicates++;
 	}
 	free(keys);
@@ -95,8 +95,8 @@ void kudu_model_list_free(struct kudu_proc_list *l)
 	memset(l, 0, sizeof(*l));
 }
 
-int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *out,
-			  char *err, size_t errlen)
+int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *out, char *err,
+			  size_t errlen)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, 0, &jerr);
@@ -108,8 +108,8 @@ int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *o
 	if (json_is_object(root))
 		arr = json_object_get(root, "value"); /* ARM envelope */
 	if (!arr || !json_is_array(arr)) {
-		snprintf(err, errlen, "malformed process list from server%s%s",
-			 root ? "" : ": ", root ? "" : jerr.text);
+		snprintf(err, errlen, "malformed process list from server%s%s", root ? "" : ": ",
+			 root ? "" : jerr.text);
 		json_decref(root);
 		return -EIO;
 	}
@@ -161,8 +161,8 @@ void kudu_model_details_free(struct kudu_details *d)
 	memset(d, 0, sizeof(*d));
 }
 
-int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out,
-			     char *err, size_t errlen)
+int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out, char *err,
+			     size_t errlen)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, 0, &jerr);
@@ -172,8 +172,8 @@ int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *
 
 	memset(out, 0, sizeof(*out));
 	if (!root || !json_is_object(root)) {
-		snprintf(err, errlen, "malformed process details from server%s%s",
-			 root ? "" : ": ", root ? "" : jerr.text);
+		snprintf(err, errlen, "malformed process details from server%s%s", root ? "" : ": ",
+			 root ? "" : jerr.text);
 		json_decref(root);
 		return -EIO;
 	}
@@ -218,9 +218,12 @@ enum kudu_role kudu_model_role_of(const char *holders, const char *name, bool is
 const char *kudu_model_role_name(enum kudu_role role)
 {
 	switch (role) {
-	case KUDU_ROLE_SITE: return "site";
-	case KUDU_ROLE_SCM: return "scm";
-	case KUDU_ROLE_NONE: break;
+	case KUDU_ROLE_SITE:
+		return "site";
+	case KUDU_ROLE_SCM:
+		return "scm";
+	case KUDU_ROLE_NONE:
+		break;
 	}
 	return "";
 }

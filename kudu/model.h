@@ -16,15 +16,15 @@
 /* One listed process: only what the tree needs. */
 struct kudu_proc {
 	int pid;
-	char *name;      /* as the server sent it (not sanitized) */
-	char *machine;   /* machineName, NULL if the item has none */
+	char *name;    /* as the server sent it (not sanitized) */
+	char *machine; /* machineName, NULL if the item has none */
 };
 
 struct kudu_proc_list {
-	struct kudu_proc *procs;   /* in the server's order, one per pid */
+	struct kudu_proc *procs; /* in the server's order, one per pid */
 	size_t nprocs;
-	size_t skipped;            /* items without a usable id (0..INT_MAX) or name */
-	size_t duplicates;         /* items whose pid an earlier item had: the first is kept */
+	size_t skipped;    /* items without a usable id (0..INT_MAX) or name */
+	size_t duplicates; /* items whose pid an earlier item had: the first is kept */
 };
 
 /*
@@ -34,22 +34,22 @@ struct kudu_proc_list {
  * which KuduLite proxies), "identifier" (ARM). Malformed JSON or no array:
  * -EIO. On success *out owns everything; free it with kudu_model_list_free.
  */
-int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *out,
-			  char *err, size_t errlen);
+int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *out, char *err,
+			  size_t errlen);
 void kudu_model_list_free(struct kudu_proc_list *l);
 
 /* One process's details, as details.json shows them. */
 struct kudu_details {
-	char *json;          /* the server's object, pretty-printed, keys in its order, '\n'-ended */
+	char *json; /* the server's object, pretty-printed, keys in its order, '\n'-ended */
 	size_t len;
-	bool is_scm_site;    /* Kudu's own process; absent means false */
-	char *machine;       /* machineName, NULL if none */
+	bool is_scm_site; /* Kudu's own process; absent means false */
+	char *machine;    /* machineName, NULL if none */
 };
 
 /* Parse /api/processes/{pid}: an object (ARM: fields in "properties").
  * Anything else is -EIO. Free with kudu_model_details_free. */
-int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out,
-			     char *err, size_t errlen);
+int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out, char *err,
+			     size_t errlen);
 void kudu_model_details_free(struct kudu_details *d);
 
 /* ---- the site and SCM roles ---- */

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			if (!kudu_name_is_valid(a->name))
 				abort();
-			if (a->url && strncmp(a->url, "http://", 7) && strncmp(a->url, "https://", 8))
+			if (a->url && strncmp(a->url, "http://", 7) &&
+			    strncmp(a->url, "https://", 8))
 				abort();
 			for (size_t j = 0; j < i; j++)
 				if (!strcmp(cfg.apps[j]->name, a->name))

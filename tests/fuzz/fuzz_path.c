@@ -52,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (node.kind != FS_ROOT && node.kind != FS_META_DIR && node.kind != FS_STATUS &&
 		    node.app >= cfg->napps)
 			abort();
-		if ((node.kind == FS_PROC_DIR || node.kind == FS_DETAILS || node.kind == FS_DUMP) != !!dir)
+		if ((node.kind == FS_PROC_DIR || node.kind == FS_DETAILS || node.kind == FS_DUMP) !=
+		    !!dir)
 			abort(); /* a process path, and only one, names its directory */
 		if (dir) {
 			/* inside the path, one non-empty segment without '/' */
@@ -60,7 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    memchr(dir, '/', dirlen))
 				abort();
 		}
-		if (node.kind == FS_DUMP && node.dump != KUDU_DUMP_MINI && node.dump != KUDU_DUMP_FULL)
+		if (node.kind == FS_DUMP && node.dump != KUDU_DUMP_MINI &&
+		    node.dump != KUDU_DUMP_FULL)
 			abort();
 	}
 	free(path);

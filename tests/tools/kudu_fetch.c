@@ -89,7 +89,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[i], "list")) {
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_JSON);
 		kudu_url_list(cfg.apps[0], req.url, sizeof(req.url));
-	} else if (!strcmp(argv[i], "details") && i + 1 < argc && (pid = arg_int(argv[i + 1])) >= 0) {
+	} else if (!strcmp(argv[i], "details") && i + 1 < argc &&
+		   (pid = arg_int(argv[i + 1])) >= 0) {
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_JSON);
 		kudu_url_details(cfg.apps[0], pid, req.url, sizeof(req.url));
 	} else if (!strcmp(argv[i], "dump") && i + 3 < argc && (pid = arg_int(argv[i + 1])) >= 0 &&

@@ -26,16 +26,16 @@
 static int passed, failed;
 static char tmpdir[256];
 
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (cond) {                                                    \
+			passed++;                                              \
+		} else {                                                       \
+			failed++;                                              \
 			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-		}                                                          \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+		}                                                              \
 	} while (0)
 
 /* ---- the fake submitter ---- */
@@ -43,8 +43,8 @@ static char tmpdir[256];
 #define FAKE_MAX 64
 
 static struct {
-	pthread_mutex_t lock;  /* guards reqs, n */
-	pthread_cond_t cond;   /* a request was submitted */
+	pthread_mutex_t lock;                /* guards reqs, n */
+	pthread_cond_t cond;                 /* a request was submitted */
 	struct kudu_request *reqs[FAKE_MAX]; /* in submission order; NULL once completed */
 	int n;
 } fake = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { NULL }, 0 };
@@ -280,10 +280,13 @@ static void test_queue(void)
 	CHECK(fake_count() == 2, "submitted %d, want 2 (one per app)", fake_count());
 	CHECK(cap_of(0) == a1 && cap_of(1) == b1, "the first of each app goes out");
 	CHECK(state_of(&e, 0, 1) == CAP_FETCHING, "a/1 fetching");
-	CHECK(state_of(&e, 0, 2) == CAP_QUEUED && state_of(&e, 0, 3) == CAP_QUEUED, "a/2, a/3 queued");
+	CHECK(state_of(&e, 0, 2) == CAP_QUEUED && state_of(&e, 0, 3) == CAP_QUEUED,
+	      "a/2, a/3 queued");
 	CHECK(state_of(&e, 1, 1) == CAP_FETCHING, "b/1 fetching");
-	CHECK(cache_capture_drop(e.c, 0, 2, KUDU_DUMP_MINI) == -EBUSY, "rm of a queued dump: EBUSY");
-	CHECK(cache_capture_drop(e.c, 0, 1, KUDU_DUMP_MINI) == -EBUSY, "rm of a fetching dump: EBUSY");
+	CHECK(cache_capture_drop(e.c, 0, 2, KUDU_DUMP_MINI) == -EBUSY,
+	      "rm of a queued dump: EBUSY");
+	CHECK(cache_capture_drop(e.c, 0, 1, KUDU_DUMP_MINI) == -EBUSY,
+	      "rm of a fetching dump: EBUSY");
 	r0 = fake_req(0); /* NULL if the CHECKs above failed */
 	CHECK(r0 && strstr(r0->url, "/api/processes/1/dump?dumpType=1") != NULL, "url %s",
 	      r0 ? r0->url : "(no request)");
@@ -542,7 +545,8 @@ static void test_401_retry(void)
 	pthread_mutex_lock(&a->token_lock);
 	CHECK(a->token && !strcmp(a->token, "fresh-token"), "the new token is in place");
 	pthread_mutex_unlock(&a->token_lock);
-	CHECK(fake_req(1) && fake_req(1)->status == 0 && fake_req(1)->err == 0 && !fake_req(1)->body,
+	CHECK(fake_req(1) && fake_req(1)->status == 0 && fake_req(1)->err == 0 &&
+		      !fake_req(1)->body,
 	      "the retried request starts clean");
 	CHECK(fake_req(1) && fake_body(1, "0123456789", 10, 30) == 0, "first half");
 	CHECK(fake_body(1, "abcdefghij", 10, 30) == 0, "second half");

@@ -24,16 +24,16 @@
 static int passed, failed;
 static char tmpdir[256];
 
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (cond) {                                                    \
+			passed++;                                              \
+		} else {                                                       \
+			failed++;                                              \
 			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-		}                                                          \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+		}                                                              \
 	} while (0)
 
 static char *write_file(const char *name, const char *content, mode_t mode)
@@ -85,7 +85,8 @@ static void on_done_signal(struct kudu_request *req)
 }
 
 /* Submit and wait at most secs; returns whether on_done ran. */
-static int submit_wait(struct kudu_client *c, struct kudu_request *req, struct done_wait *w, int secs)
+static int submit_wait(struct kudu_client *c, struct kudu_request *req, struct done_wait *w,
+		       int secs)
 {
 	struct timespec until;
 	int done;
@@ -155,8 +156,8 @@ static int canned_start(struct canned_server *s)
 	socklen_t alen = sizeof(a);
 
 	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(s->fd, 8) < 0 ||
-	    getsockname(s->fd, (struct sockaddr *)&a, &alen) < 0)
+	if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(s->fd, 8) < 0 || getsockname(s->fd, (struct sockaddr *)&a, &alen) < 0)
 		return -1;
 	s->port = ntohs(a.sin_port);
 	return pthread_create(&s->thread, NULL, canned_main, s) ? -1 : 0;
@@ -187,9 +188,11 @@ static int client_get(struct kudu_config *cfg, const char *url, struct kudu_requ
 /* The capture layer refuses a 200 text/html "dump" by req->content_type. */
 static void test_client_content_type(void)
 {
-	struct canned_server s = { .nresp = 1, .responses = {
-		"HTTP/1.1 200 OK\r\nContent-Type:  Text/HTML ; charset=UTF-8\r\nContent-Length: 6\r\n"
-		"Connection: close\r\n\r\n<html>" } };
+	struct canned_server s = {
+		.nresp = 1,
+		.responses = { "HTTP/1.1 200 OK\r\nContent-Type:  Text/HTML ; charset=UTF-8\r\nContent-Length: 6\r\n"
+			       "Connection: close\r\n\r\n<html>" }
+	};
 	struct kudu_config cfg;
 	struct kudu_request req;
 	char err[KUDU_ERRLEN] = "", url[128];
@@ -240,8 +243,8 @@ static void test_client_add_failure(void)
 	CHECK(done && r1.err == -EIO && strstr(r1.errmsg, "cannot start request"),
 	      "failed add: done=%d err=%d '%s'", done, r1.err, r1.errmsg);
 	done = submit_wait(c, &r2, &w2, 10);
-	CHECK(done && r2.err == -EIO, "next JSON request must run: done=%d err=%d '%s'", done, r2.err,
-	      r2.errmsg);
+	CHECK(done && r2.err == -EIO, "next JSON request must run: done=%d err=%d '%s'", done,
+	      r2.err, r2.errmsg);
 	kudu_client_free(c); /* ends r2 with ECANCELED if it was stuck */
 	kudu_request_reset(&r1);
 	kudu_request_reset(&r2);
@@ -256,17 +259,23 @@ static void test_errno_table(void)
 	CHECK(kudu_errno_from_status(404, NULL) == -ENOENT, "404");
 	CHECK(kudu_errno_from_status(429, NULL) == -EIO, "429 after retries");
 	CHECK(kudu_errno_from_status(503, NULL) == -EIO, "503 after retries");
-	CHECK(kudu_errno_from_status(500, "Site sku (Free) does not support full minidump.") == -EIO, "500");
-	CHECK(kudu_errno_from_status(500, "Request Timed Out") == -ETIMEDOUT, "500 front-end cutoff");
+	CHECK(kudu_errno_from_status(500, "Site sku (Free) does not support full minidump.") ==
+		      -EIO,
+	      "500");
+	CHECK(kudu_errno_from_status(500, "Request Timed Out") == -ETIMEDOUT,
+	      "500 front-end cutoff");
 	CHECK(kudu_errno_from_status(500, "500 - The request timed out.") == -ETIMEDOUT,
 	      "front-end cutoff, IIS page wording");
-	CHECK(kudu_text_says_timed_out("x\0<h2>TIMED OUT", 15) && !kudu_text_says_timed_out("timed ou", 8) &&
-	      !kudu_text_says_timed_out(NULL, 0), "timed out search");
+	CHECK(kudu_text_says_timed_out("x\0<h2>TIMED OUT", 15) &&
+		      !kudu_text_says_timed_out("timed ou", 8) &&
+		      !kudu_text_says_timed_out(NULL, 0),
+	      "timed out search");
 	CHECK(kudu_errno_from_status(504, NULL) == -ETIMEDOUT, "504");
 	CHECK(kudu_errno_from_status(400, NULL) == -EIO, "400");
 	CHECK(kudu_status_is_retryable(429) && kudu_status_is_retryable(502) &&
-	      kudu_status_is_retryable(503) && !kudu_status_is_retryable(500) &&
-	      !kudu_status_is_retryable(504), "retryable set");
+		      kudu_status_is_retryable(503) && !kudu_status_is_retryable(500) &&
+		      !kudu_status_is_retryable(504),
+	      "retryable set");
 }
 
 static void test_urls(void)
@@ -275,12 +284,16 @@ static void test_urls(void)
 	char buf[256];
 
 	CHECK(kudu_url_list(&app, buf, sizeof(buf)) == 0 &&
-	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes"), "%s", buf);
+		      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes"),
+	      "%s", buf);
 	CHECK(kudu_url_details(&app, 4292, buf, sizeof(buf)) == 0 &&
-	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292"), "%s", buf);
+		      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292"),
+	      "%s", buf);
 	CHECK(kudu_url_dump(&app, 4292, KUDU_DUMP_FULL, buf, sizeof(buf)) == 0 &&
-	      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292/dump?dumpType=2"), "%s", buf);
-	CHECK(kudu_url_dump(&app, 7, KUDU_DUMP_MINI, buf, 20) == -ENAMETOOLONG, "truncation detected");
+		      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292/dump?dumpType=2"),
+	      "%s", buf);
+	CHECK(kudu_url_dump(&app, 7, KUDU_DUMP_MINI, buf, 20) == -ENAMETOOLONG,
+	      "truncation detected");
 }
 
 static void test_sizes_and_names(void)
@@ -294,8 +307,10 @@ static void test_sizes_and_names(void)
 	CHECK(kudu_parse_size("1000", &v) == 0 && v == 1000, "1000");
 	CHECK(kudu_parse_size("12X", &v) == -EINVAL, "12X");
 	CHECK(kudu_parse_size("-1", &v) == -EINVAL, "-1");
-	CHECK(kudu_name_is_valid("myfunc") && !kudu_name_is_valid("..") && !kudu_name_is_valid("a/b") &&
-	      !kudu_name_is_valid("") && !kudu_name_is_valid(".kudufs"), "app names");
+	CHECK(kudu_name_is_valid("myfunc") && !kudu_name_is_valid("..") &&
+		      !kudu_name_is_valid("a/b") && !kudu_name_is_valid("") &&
+		      !kudu_name_is_valid(".kudufs"),
+	      "app names");
 
 	cache_sanitize_name("a/b\nc", out, sizeof(out));
 	CHECK(!strcmp(out, "a_b_c"), "%s", out);
@@ -318,33 +333,40 @@ static void test_config_good(void)
 	char *conf;
 	int rc;
 
-	snprintf(body, sizeof(body),
-		 "; comment\n[kudufs]\ncache_dir = %s/cache\ncache_max = 1G\ndump_ttl = 5\n"
-		 "max_conns = 3\n\n[app myfunc]\nurl = http://127.0.0.1:1/x/\nuser = $myfunc\n"
-		 "password_file = %s\n\n[app other]\nuser = bob\npassword_command = echo from-cmd\n",
-		 tmpdir, pass);
+	snprintf(
+		body, sizeof(body),
+		"; comment\n[kudufs]\ncache_dir = %s/cache\ncache_max = 1G\ndump_ttl = 5\n"
+		"max_conns = 3\n\n[app myfunc]\nurl = http://127.0.0.1:1/x/\nuser = $myfunc\n"
+		"password_file = %s\n\n[app other]\nuser = bob\npassword_command = echo from-cmd\n",
+		tmpdir, pass);
 	conf = write_file("good.conf", body, 0600);
 	kudu_config_init(&cfg);
 	rc = kudu_config_load(&cfg, conf, true, err, sizeof(err));
 	CHECK(rc == 0, "load: %s", err);
 	CHECK(cfg.cache_max == 1ULL << 30 && cfg.dump_ttl == 5 && cfg.max_conns == 3 &&
-	      cfg.list_ttl == 10 && cfg.detail_ttl == 30, "globals");
+		      cfg.list_ttl == 10 && cfg.detail_ttl == 30,
+	      "globals");
 	CHECK(cfg.napps == 2, "napps %zu", cfg.napps);
 	rc = kudu_config_resolve_credentials(&cfg, err, sizeof(err));
 	CHECK(rc == 0, "resolve: %s", err);
 	if (cfg.napps == 2) {
-		CHECK(!strcmp(cfg.apps[0]->url, "http://127.0.0.1:1/x"), "trailing slash: %s", cfg.apps[0]->url);
-		CHECK(cfg.apps[0]->cred == KUDU_CRED_BASIC && !strcmp(cfg.apps[0]->password, "s3cret-pw"),
+		CHECK(!strcmp(cfg.apps[0]->url, "http://127.0.0.1:1/x"), "trailing slash: %s",
+		      cfg.apps[0]->url);
+		CHECK(cfg.apps[0]->cred == KUDU_CRED_BASIC &&
+			      !strcmp(cfg.apps[0]->password, "s3cret-pw"),
 		      "password_file");
-		CHECK(strstr(cfg.apps[0]->cred_desc, "password_file") && !strstr(cfg.apps[0]->cred_desc, "s3cret"),
+		CHECK(strstr(cfg.apps[0]->cred_desc, "password_file") &&
+			      !strstr(cfg.apps[0]->cred_desc, "s3cret"),
 		      "desc %s", cfg.apps[0]->cred_desc);
-		CHECK(!strcmp(cfg.apps[1]->url, "https://other.scm.azurewebsites.net"), "default url %s",
-		      cfg.apps[1]->url);
-		CHECK(cfg.apps[1]->password && !strcmp(cfg.apps[1]->password, "from-cmd"), "password_command");
+		CHECK(!strcmp(cfg.apps[1]->url, "https://other.scm.azurewebsites.net"),
+		      "default url %s", cfg.apps[1]->url);
+		CHECK(cfg.apps[1]->password && !strcmp(cfg.apps[1]->password, "from-cmd"),
+		      "password_command");
 	}
 	/* --app NAME=URL overrides a section's url and keeps its credentials */
 	rc = kudu_config_add_app(&cfg, "myfunc=http://127.0.0.1:2", err, sizeof(err));
-	CHECK(rc == 0 && cfg.napps == 2 && !strcmp(cfg.apps[0]->url, "http://127.0.0.1:2"), "override");
+	CHECK(rc == 0 && cfg.napps == 2 && !strcmp(cfg.apps[0]->url, "http://127.0.0.1:2"),
+	      "override");
 	kudu_config_free(&cfg);
 }
 
@@ -371,7 +393,8 @@ static void test_config_bad(void)
 	expect_load_error("bad2.conf", "[kudufs]\nthis line has no equals\n", 0600, want);
 	snprintf(want, sizeof(want), "%s/bad3.conf:2: unknown section [nope]", tmpdir);
 	expect_load_error("bad3.conf", "[nope]\nx = 1\n", 0600, want);
-	expect_load_error("bad4.conf", "[kudufs]\ncache_max = lots\n", 0600, "bad4.conf:2: cache_max");
+	expect_load_error("bad4.conf", "[kudufs]\ncache_max = lots\n", 0600,
+			  "bad4.conf:2: cache_max");
 	expect_load_error("bad5.conf", "[app a]\npassword = hunter2\n", 0600, "not allowed");
 	expect_load_error("bad6.conf", "[app a]\nurl = ftp://x\n", 0600, "must start with http");
 	expect_load_error("perm.conf", "[app a]\n", 0644, "chmod 600");
@@ -383,8 +406,10 @@ static void test_config_bad(void)
 
 		snprintf(path, sizeof(path), "%s/does-not-exist", tmpdir);
 		kudu_config_init(&cfg);
-		CHECK(kudu_config_load(&cfg, path, false, err, sizeof(err)) == 0, "optional missing");
-		CHECK(kudu_config_load(&cfg, path, true, err, sizeof(err)) == -ENOENT && strstr(err, path),
+		CHECK(kudu_config_load(&cfg, path, false, err, sizeof(err)) == 0,
+		      "optional missing");
+		CHECK(kudu_config_load(&cfg, path, true, err, sizeof(err)) == -ENOENT &&
+			      strstr(err, path),
 		      "required missing: %s", err);
 		kudu_config_free(&cfg);
 	}
@@ -397,15 +422,21 @@ static void test_config_instance(void)
 	char err[KUDU_ERRLEN] = "";
 
 	kudu_config_init(&cfg);
-	CHECK(kudu_config_load(&cfg, write_file("inst.conf",
-						"[app a]\ninstance = 0f1e2d3c4b5a\n[app b]\nurl = http://x\n", 0600),
-			       true, err, sizeof(err)) == 0, "%s", err);
-	CHECK(cfg.napps == 2 && cfg.apps[0]->instance && !strcmp(cfg.apps[0]->instance, "0f1e2d3c4b5a") &&
-	      !cfg.apps[1]->instance, "instance parsed, optional");
+	CHECK(kudu_config_load(
+		      &cfg,
+		      write_file("inst.conf",
+				 "[app a]\ninstance = 0f1e2d3c4b5a\n[app b]\nurl = http://x\n",
+				 0600),
+		      true, err, sizeof(err)) == 0,
+	      "%s", err);
+	CHECK(cfg.napps == 2 && cfg.apps[0]->instance &&
+		      !strcmp(cfg.apps[0]->instance, "0f1e2d3c4b5a") && !cfg.apps[1]->instance,
+	      "instance parsed, optional");
 	kudu_config_free(&cfg);
 	expect_load_error("inst2.conf", "[app a]\ninstance = ab; Path=/x\n", 0600,
 			  "inst2.conf:2: instance of [app a] must be an instance id");
-	expect_load_error("inst3.conf", "[kudufs]\ninstance = ab\n", 0600, "unknown option 'instance'");
+	expect_load_error("inst3.conf", "[kudufs]\ninstance = ab\n", 0600,
+			  "unknown option 'instance'");
 }
 
 /* A credential error found after parsing still names the [app] section's line. */
@@ -414,10 +445,11 @@ static void test_section_line(void)
 	struct kudu_config cfg;
 	char err[KUDU_ERRLEN] = "";
 	char want[600];
-	char *conf = write_file("noline.conf",
-				"; x\n[kudufs]\nmax_conns = 2\n\n[app a]\nurl = http://127.0.0.1:1\n"
-				"password_command = echo pw\n[app b]\nuser = u\n",
-				0600);
+	char *conf =
+		write_file("noline.conf",
+			   "; x\n[kudufs]\nmax_conns = 2\n\n[app a]\nurl = http://127.0.0.1:1\n"
+			   "password_command = echo pw\n[app b]\nuser = u\n",
+			   0600);
 
 	kudu_config_init(&cfg);
 	CHECK(kudu_config_load(&cfg, conf, true, err, sizeof(err)) == 0, "%s", err);
@@ -425,12 +457,14 @@ static void test_section_line(void)
 	      "section lines %d %d", cfg.napps > 0 ? cfg.apps[0]->section_line : -1,
 	      cfg.napps > 1 ? cfg.apps[1]->section_line : -1);
 	snprintf(want, sizeof(want), "%s:5: [app a] has a password source but no 'user'", conf);
-	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EINVAL && !strcmp(err, want),
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EINVAL &&
+		      !strcmp(err, want),
 	      "got '%s' want '%s'", err, want);
 	kudu_config_free(&cfg);
 	/* inih's own line numbers still agree with ours */
 	snprintf(want, sizeof(want), "%s/bad7.conf:4: unknown key 'colour'", tmpdir);
-	expect_load_error("bad7.conf", "\xEF\xBB\xBF[app a]\n\nurl = http://x\ncolour = red\n", 0600, want);
+	expect_load_error("bad7.conf", "\xEF\xBB\xBF[app a]\n\nurl = http://x\ncolour = red\n",
+			  0600, want);
 }
 
 /* Relative paths must survive fuse_daemonize()'s chdir("/"). */
@@ -469,11 +503,13 @@ static void test_relative_paths(void)
 	snprintf(want, sizeof(want), "%s/c2", cwd);
 	CHECK(!strcmp(cfg.cache_dir, want), "-o cache_dir %s", cfg.cache_dir);
 	CHECK(kudu_config_set(&cfg, "ca_file", "/etc/ssl/x.pem", err, sizeof(err)) == 0 &&
-	      !strcmp(cfg.ca_file, "/etc/ssl/x.pem"), "absolute kept: %s", cfg.ca_file);
+		      !strcmp(cfg.ca_file, "/etc/ssl/x.pem"),
+	      "absolute kept: %s", cfg.ca_file);
 	/* and after a chdir the password file is still found */
 	if (chdir("/") == 0) {
 		CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0 &&
-		      cfg.apps[0]->password && !strcmp(cfg.apps[0]->password, "pw"), "after chdir: %s", err);
+			      cfg.apps[0]->password && !strcmp(cfg.apps[0]->password, "pw"),
+		      "after chdir: %s", err);
 	}
 	kudu_config_free(&cfg);
 	if (chdir(old) < 0)
@@ -489,10 +525,11 @@ static void test_password_file_perms(void)
 
 	snprintf(body, sizeof(body), "[app a]\nuser = u\npassword_file = %s\n", pass);
 	kudu_config_init(&cfg);
-	CHECK(kudu_config_load(&cfg, write_file("pp.conf", body, 0600), true, err, sizeof(err)) == 0,
+	CHECK(kudu_config_load(&cfg, write_file("pp.conf", body, 0600), true, err, sizeof(err)) ==
+		      0,
 	      "%s", err);
 	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EPERM &&
-	      strstr(err, pass) && strstr(err, "chmod 600") && !strstr(err, "pw-visible"),
+		      strstr(err, pass) && strstr(err, "chmod 600") && !strstr(err, "pw-visible"),
 	      "perm refusal: %s", err);
 	kudu_config_free(&cfg);
 }
@@ -520,9 +557,9 @@ static void test_credential_precedence(void)
 	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
 	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0, "%s", err);
 	CHECK(cfg.apps[0]->cred == KUDU_CRED_BASIC && !strcmp(cfg.apps[0]->password, "from-env") &&
-	      !strcmp(cfg.apps[0]->user, "envuser") &&
-	      !strcmp(cfg.apps[0]->cred_desc, "KUDUFS_USER/KUDUFS_PASSWORD"), "env: %s",
-	      cfg.apps[0]->cred_desc);
+		      !strcmp(cfg.apps[0]->user, "envuser") &&
+		      !strcmp(cfg.apps[0]->cred_desc, "KUDUFS_USER/KUDUFS_PASSWORD"),
+	      "env: %s", cfg.apps[0]->cred_desc);
 	kudu_config_free(&cfg);
 
 	/* 3. then ~/.netrc (not for two apps: the environment names one user) */
@@ -543,7 +580,8 @@ static void test_credential_precedence(void)
 	unsetenv("KUDUFS_USER");
 	kudu_config_init(&cfg);
 	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
-	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EPERM && strstr(err, ".netrc"),
+	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EPERM &&
+		      strstr(err, ".netrc"),
 	      "netrc perms: %s", err);
 	kudu_config_free(&cfg);
 
@@ -553,7 +591,8 @@ static void test_credential_precedence(void)
 	kudu_config_init(&cfg);
 	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
 	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == 0 &&
-	      cfg.apps[0]->cred == KUDU_CRED_NONE && strstr(cfg.apps[0]->cred_desc, "no credentials"),
+		      cfg.apps[0]->cred == KUDU_CRED_NONE &&
+		      strstr(cfg.apps[0]->cred_desc, "no credentials"),
 	      "none: %s", cfg.apps[0]->cred_desc);
 	kudu_config_free(&cfg);
 	unsetenv("KUDUFS_PASSWORD");

@@ -11,16 +11,16 @@
 
 static int passed, failed;
 
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (cond) {                                                    \
+			passed++;                                              \
+		} else {                                                       \
+			failed++;                                              \
 			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-		}                                                          \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+		}                                                              \
 	} while (0)
 
 /* a string literal and its length */
@@ -40,9 +40,11 @@ static void test_list_shapes(void)
 
 	/* Kudu (Windows) */
 	rc = parse("[{\"id\":4100,\"name\":\"w3wp\",\"machineName\":\"RD01\",\"href\":\"x\"},"
-		   "{\"id\":4292,\"name\":\"w3wp\"}]", &l);
-	CHECK(rc == 0 && l.nprocs == 2 && l.procs[0].pid == 4100 && !strcmp(l.procs[0].name, "w3wp") &&
-	      l.procs[0].machine && !strcmp(l.procs[0].machine, "RD01") && !l.procs[1].machine,
+		   "{\"id\":4292,\"name\":\"w3wp\"}]",
+		   &l);
+	CHECK(rc == 0 && l.nprocs == 2 && l.procs[0].pid == 4100 &&
+		      !strcmp(l.procs[0].name, "w3wp") && l.procs[0].machine &&
+		      !strcmp(l.procs[0].machine, "RD01") && !l.procs[1].machine,
 	      "kudu shape rc=%d n=%zu", rc, l.nprocs);
 	kudu_model_list_free(&l);
 
@@ -54,8 +56,10 @@ static void test_list_shapes(void)
 
 	/* ARM: an envelope, fields in properties, identifier */
 	rc = parse("{\"value\":[{\"id\":\"/subscriptions/x/processes/7\",\"properties\":"
-		   "{\"identifier\":7,\"name\":\"php-cgi\"}}]}", &l);
-	CHECK(rc == 0 && l.nprocs == 1 && l.procs[0].pid == 7 && !strcmp(l.procs[0].name, "php-cgi"),
+		   "{\"identifier\":7,\"name\":\"php-cgi\"}}]}",
+		   &l);
+	CHECK(rc == 0 && l.nprocs == 1 && l.procs[0].pid == 7 &&
+		      !strcmp(l.procs[0].name, "php-cgi"),
 	      "ARM shape rc=%d n=%zu", rc, l.nprocs);
 	kudu_model_list_free(&l);
 
@@ -66,7 +70,8 @@ static void test_list_shapes(void)
 
 	/* unusable items are skipped and counted */
 	rc = parse("[{\"id\":-1,\"name\":\"a\"},{\"id\":4294967296,\"name\":\"b\"},{\"id\":3},"
-		   "{\"name\":\"c\"},{\"id\":\"4\",\"name\":\"d\"},7,{\"id\":8,\"name\":\"ok\"}]", &l);
+		   "{\"name\":\"c\"},{\"id\":\"4\",\"name\":\"d\"},7,{\"id\":8,\"name\":\"ok\"}]",
+		   &l);
 	CHECK(rc == 0 && l.nprocs == 1 && l.skipped == 6 && l.procs[0].pid == 8,
 	      "skipped n=%zu skipped=%zu", l.nprocs, l.skipped);
 	kudu_model_list_free(&l);
@@ -79,13 +84,16 @@ static void test_list_shapes(void)
 static void test_list_duplicates(void)
 {
 	struct kudu_proc_list l;
-	int rc = parse("[{\"id\":9,\"name\":\"first\"},{\"id\":3,\"name\":\"x\"},"
-		       "{\"id\":9,\"name\":\"second\"},{\"id\":3,\"name\":\"y\"},{\"id\":9,\"name\":\"third\"},"
-		       "{\"id\":1,\"name\":\"z\"}]", &l);
+	int rc = parse(
+		"[{\"id\":9,\"name\":\"first\"},{\"id\":3,\"name\":\"x\"},"
+		"{\"id\":9,\"name\":\"second\"},{\"id\":3,\"name\":\"y\"},{\"id\":9,\"name\":\"third\"},"
+		"{\"id\":1,\"name\":\"z\"}]",
+		&l);
 
-	CHECK(rc == 0 && l.nprocs == 3 && l.duplicates == 3, "n=%zu dups=%zu", l.nprocs, l.duplicates);
+	CHECK(rc == 0 && l.nprocs == 3 && l.duplicates == 3, "n=%zu dups=%zu", l.nprocs,
+	      l.duplicates);
 	CHECK(l.nprocs == 3 && l.procs[0].pid == 9 && !strcmp(l.procs[0].name, "first") &&
-	      l.procs[1].pid == 3 && !strcmp(l.procs[1].name, "x") && l.procs[2].pid == 1,
+		      l.procs[1].pid == 3 && !strcmp(l.procs[1].name, "x") && l.procs[2].pid == 1,
 	      "the first of each pid, in server order");
 	kudu_model_list_free(&l);
 }
@@ -115,7 +123,8 @@ static void test_details(void)
 
 	CHECK(rc == 0 && d.is_scm_site && d.machine && !strcmp(d.machine, "RD01"), "rc=%d", rc);
 	CHECK(rc == 0 && d.len == strlen(d.json) && d.json[d.len - 1] == '\n' &&
-	      strstr(d.json, "\n  \"id\": 4100,") && strstr(d.json, "\"zeta\"") < strstr(d.json, "\"alpha\""),
+		      strstr(d.json, "\n  \"id\": 4100,") &&
+		      strstr(d.json, "\"zeta\"") < strstr(d.json, "\"alpha\""),
 	      "pretty, key order kept: %s", d.json);
 	kudu_model_details_free(&d);
 
@@ -123,33 +132,41 @@ static void test_details(void)
 	CHECK(rc == 0 && !d.is_scm_site && !d.machine, "absent is_scm_site is false");
 	kudu_model_details_free(&d);
 
-	rc = kudu_model_parse_details(B("{\"id\":1,\"is_scm_site\":\"true\"}"), &d, err, sizeof(err));
+	rc = kudu_model_parse_details(B("{\"id\":1,\"is_scm_site\":\"true\"}"), &d, err,
+				      sizeof(err));
 	CHECK(rc == 0 && !d.is_scm_site, "only JSON true counts");
 	kudu_model_details_free(&d);
 
-	rc = kudu_model_parse_details(B("{\"properties\":{\"is_scm_site\":true,\"machineName\":\"M\"}}"),
-				      &d, err, sizeof(err));
-	CHECK(rc == 0 && d.is_scm_site && d.machine && !strcmp(d.machine, "M") && strstr(d.json, "properties"),
+	rc = kudu_model_parse_details(
+		B("{\"properties\":{\"is_scm_site\":true,\"machineName\":\"M\"}}"), &d, err,
+		sizeof(err));
+	CHECK(rc == 0 && d.is_scm_site && d.machine && !strcmp(d.machine, "M") &&
+		      strstr(d.json, "properties"),
 	      "ARM details: fields in properties, the whole object shown");
 	kudu_model_details_free(&d);
 
 	rc = kudu_model_parse_details(B("[1]"), &d, err, sizeof(err));
-	CHECK(rc == -EIO && strstr(err, "malformed process details") && !d.json, "array is malformed");
+	CHECK(rc == -EIO && strstr(err, "malformed process details") && !d.json,
+	      "array is malformed");
 	rc = kudu_model_parse_details(B("<html>"), &d, err, sizeof(err));
 	CHECK(rc == -EIO && !d.json, "html is malformed");
 }
 
 static void test_roles(void)
 {
-	struct kudu_proc win[] = { { 1, "php-cgi", NULL }, { 2, "W3WP", NULL }, { 3, "dotnet", NULL } };
+	struct kudu_proc win[] = { { 1, "php-cgi", NULL },
+				   { 2, "W3WP", NULL },
+				   { 3, "dotnet", NULL } };
 	struct kudu_proc linux_[] = { { 1, "node", NULL }, { 2, "dotnet", NULL } };
 	struct kudu_proc none[] = { { 1, "node", NULL } };
 	const char *h;
 
 	h = kudu_model_role_holders(win, 3);
 	CHECK(h && !strcmp(h, "w3wp"), "w3wp present: holders are w3wp");
-	CHECK(kudu_model_role_of(h, "dotnet", false) == KUDU_ROLE_NONE, "no fallback to dotnet with w3wp");
-	CHECK(kudu_model_role_of(h, "w3wp", false) == KUDU_ROLE_SITE, "w3wp without is_scm_site: site");
+	CHECK(kudu_model_role_of(h, "dotnet", false) == KUDU_ROLE_NONE,
+	      "no fallback to dotnet with w3wp");
+	CHECK(kudu_model_role_of(h, "w3wp", false) == KUDU_ROLE_SITE,
+	      "w3wp without is_scm_site: site");
 	CHECK(kudu_model_role_of(h, "w3wp", true) == KUDU_ROLE_SCM, "w3wp with is_scm_site: scm");
 	CHECK(kudu_model_role_of(h, "php-cgi", false) == KUDU_ROLE_NONE, "others: none");
 
@@ -161,8 +178,9 @@ static void test_roles(void)
 	      "no holders");
 	CHECK(kudu_model_role_of(NULL, "w3wp", false) == KUDU_ROLE_NONE, "NULL holders: none");
 	CHECK(!strcmp(kudu_model_role_name(KUDU_ROLE_SITE), "site") &&
-	      !strcmp(kudu_model_role_name(KUDU_ROLE_SCM), "scm") &&
-	      !strcmp(kudu_model_role_name(KUDU_ROLE_NONE), ""), "role names");
+		      !strcmp(kudu_model_role_name(KUDU_ROLE_SCM), "scm") &&
+		      !strcmp(kudu_model_role_name(KUDU_ROLE_NONE), ""),
+	      "role names");
 }
 
 int main(void)

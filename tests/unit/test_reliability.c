@@ -19,16 +19,16 @@
 static int passed, failed;
 static char tmpdir[256];
 
-#define CHECK(cond, ...)                                                   \
-	do {                                                               \
-		if (cond) {                                                \
-			passed++;                                          \
-		} else {                                                   \
-			failed++;                                          \
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (cond) {                                                    \
+			passed++;                                              \
+		} else {                                                       \
+			failed++;                                              \
 			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                               \
-			printf("\n");                                      \
-		}                                                          \
+			printf(__VA_ARGS__);                                   \
+			printf("\n");                                          \
+		}                                                              \
 	} while (0)
 
 static double now(void)
@@ -77,7 +77,8 @@ static int resolve_app(const char *key, const char *value, unsigned command_time
 	char body[1200];
 	int rc;
 
-	snprintf(body, sizeof(body), "[app a]\nurl = http://127.0.0.1:1\nuser = u\n%s = %s\n", key, value);
+	snprintf(body, sizeof(body), "[app a]\nurl = http://127.0.0.1:1\nuser = u\n%s = %s\n", key,
+		 value);
 	kudu_config_init(&cfg);
 	cfg.command_timeout = command_timeout;
 	err[0] = '\0';
@@ -109,15 +110,16 @@ static void test_password_file_kinds(void)
 	t0 = now();
 	rc = resolve_app("password_file", fifo, 5, pw, sizeof(pw), err, sizeof(err));
 	alarm(0);
-	CHECK(rc == -EINVAL && strstr(err, "is a FIFO; it must be a regular file") && strstr(err, fifo),
+	CHECK(rc == -EINVAL && strstr(err, "is a FIFO; it must be a regular file") &&
+		      strstr(err, fifo),
 	      "fifo: rc=%d %s", rc, err);
 	CHECK(now() - t0 < 2, "fifo took %.1f s", now() - t0);
 
 	/* a directory says so, not "is empty" */
 	mkdir(dir, 0700);
 	rc = resolve_app("password_file", dir, 5, pw, sizeof(pw), err, sizeof(err));
-	CHECK(rc == -EISDIR && strstr(err, "is a directory") && !strstr(err, "empty"), "dir: rc=%d %s",
-	      rc, err);
+	CHECK(rc == -EISDIR && strstr(err, "is a directory") && !strstr(err, "empty"),
+	      "dir: rc=%d %s", rc, err);
 
 	/* a device (mode 0666, but its kind is checked first) */
 	rc = resolve_app("password_file", "/dev/zero", 5, pw, sizeof(pw), err, sizeof(err));
@@ -145,12 +147,13 @@ static void test_password_file_kinds(void)
 	CHECK(!strstr(err, "xxxx"), "content never in the message");
 
 	/* empty, and an empty first line */
-	rc = resolve_app("password_file", write_file("empty.pass", "", 0600), 5, pw, sizeof(pw), err,
-			 sizeof(err));
-	CHECK(rc == -EACCES && strstr(err, "is empty"), "empty: %s", err);
-	rc = resolve_app("password_file", write_file("blank.pass", "\nsecond\n", 0600), 5, pw, sizeof(pw),
+	rc = resolve_app("password_file", write_file("empty.pass", "", 0600), 5, pw, sizeof(pw),
 			 err, sizeof(err));
-	CHECK(rc == -EACCES && strstr(err, "empty first line") && !strstr(err, "second"), "blank: %s", err);
+	CHECK(rc == -EACCES && strstr(err, "is empty"), "empty: %s", err);
+	rc = resolve_app("password_file", write_file("blank.pass", "\nsecond\n", 0600), 5, pw,
+			 sizeof(pw), err, sizeof(err));
+	CHECK(rc == -EACCES && strstr(err, "empty first line") && !strstr(err, "second"),
+	      "blank: %s", err);
 }
 
 static void test_config_file_kinds(void)
@@ -166,13 +169,16 @@ static void test_config_file_kinds(void)
 	alarm(10);
 	rc = kudu_config_load(&cfg, fifo, true, err, sizeof(err));
 	alarm(0);
-	CHECK(rc == -EINVAL && strstr(err, "config") && strstr(err, "is a FIFO"), "config fifo: %s", err);
+	CHECK(rc == -EINVAL && strstr(err, "config") && strstr(err, "is a FIFO"), "config fifo: %s",
+	      err);
 	rc = kudu_config_load(&cfg, tmpdir, true, err, sizeof(err));
 	CHECK(rc == -EISDIR && strstr(err, "is a directory"), "config dir: %s", err);
 	/* a missing optional config is still fine, a missing required one named */
-	CHECK(kudu_config_load(&cfg, path_in_tmp("nope.conf"), false, err, sizeof(err)) == 0, "optional");
+	CHECK(kudu_config_load(&cfg, path_in_tmp("nope.conf"), false, err, sizeof(err)) == 0,
+	      "optional");
 	CHECK(kudu_config_load(&cfg, path_in_tmp("nope.conf"), true, err, sizeof(err)) == -ENOENT &&
-	      strstr(err, "No such file"), "required: %s", err);
+		      strstr(err, "No such file"),
+	      "required: %s", err);
 	kudu_config_free(&cfg);
 }
 
@@ -188,7 +194,8 @@ static void test_netrc_kinds(void)
 	kudu_config_add_app(&cfg, "a=http://127.0.0.1:1", err, sizeof(err));
 	cfg.apps[0]->netrc_file = strdup(netrc_dir);
 	CHECK(kudu_config_resolve_credentials(&cfg, err, sizeof(err)) == -EISDIR &&
-	      strstr(err, "netrc file") && strstr(err, "is a directory"), "netrc dir: %s", err);
+		      strstr(err, "netrc file") && strstr(err, "is a directory"),
+	      "netrc dir: %s", err);
 	kudu_config_free(&cfg);
 }
 
@@ -224,19 +231,22 @@ static void test_password_command(void)
 	/* pass(1)-like: the password, then more lines a moment later. Closing
 	 * the pipe after line one used to kill it with SIGPIPE (exit 141). */
 	rc = resolve_app("password_command",
-			 "echo pw-first; sleep 0.3; echo 'URL: x' || exit 7; echo more || exit 8", 10, pw,
-			 sizeof(pw), err, sizeof(err));
+			 "echo pw-first; sleep 0.3; echo 'URL: x' || exit 7; echo more || exit 8",
+			 10, pw, sizeof(pw), err, sizeof(err));
 	CHECK(rc == 0 && !strcmp(pw, "pw-first"), "later lines: rc=%d %s", rc, err);
 
 	/* lots of output after the first line is read and dropped */
-	rc = resolve_app("password_command", "printf 'pw2\\r\\n'; head -c 3000000 /dev/zero | tr '\\\\0' y", 10,
-			 pw, sizeof(pw), err, sizeof(err));
+	rc = resolve_app("password_command",
+			 "printf 'pw2\\r\\n'; head -c 3000000 /dev/zero | tr '\\\\0' y", 10, pw,
+			 sizeof(pw), err, sizeof(err));
 	CHECK(rc == 0 && !strcmp(pw, "pw2"), "big output: rc=%d %s", rc, err);
 
 	/* a failing command: its status, never its output */
-	rc = resolve_app("password_command", "echo leaked-secret; exit 3", 10, pw, sizeof(pw), err, sizeof(err));
+	rc = resolve_app("password_command", "echo leaked-secret; exit 3", 10, pw, sizeof(pw), err,
+			 sizeof(err));
 	CHECK(rc == -EACCES && strstr(err, "password_command failed (exit status 3)") &&
-	      !strstr(err, "leaked-secret"), "exit 3: %s", err);
+		      !strstr(err, "leaked-secret"),
+	      "exit 3: %s", err);
 	rc = resolve_app("password_command", "true", 10, pw, sizeof(pw), err, sizeof(err));
 	CHECK(rc == -EACCES && strstr(err, "printed nothing"), "nothing: %s", err);
 
@@ -268,7 +278,8 @@ static void test_password_command(void)
 	/* a command that exits leaving a child holding its stdout still counts */
 	alarm(20);
 	t0 = now();
-	rc = resolve_app("password_command", "echo pw3; (sleep 4 &)", 10, pw, sizeof(pw), err, sizeof(err));
+	rc = resolve_app("password_command", "echo pw3; (sleep 4 &)", 10, pw, sizeof(pw), err,
+			 sizeof(err));
 	alarm(0);
 	CHECK(rc == 0 && !strcmp(pw, "pw3"), "daemonized child: rc=%d %s", rc, err);
 	CHECK(now() - t0 < 3.5, "took %.1f s", now() - t0);
@@ -288,10 +299,14 @@ static void test_command_timeout_option(void)
 	kudu_config_init(&cfg);
 	CHECK(cfg.command_timeout == 60, "default %u", cfg.command_timeout);
 	CHECK(kudu_config_set(&cfg, "command_timeout", "5", err, sizeof(err)) == 0 &&
-	      cfg.command_timeout == 5, "set: %s", err);
-	CHECK(kudu_config_set(&cfg, "command_timeout", "-1", err, sizeof(err)) == -EINVAL, "negative");
-	CHECK(kudu_config_load(&cfg, write_file("ct.conf", "[kudufs]\ncommand_timeout = 7\n", 0600), true,
-			       err, sizeof(err)) == 0 && cfg.command_timeout == 7, "in [kudufs]: %s", err);
+		      cfg.command_timeout == 5,
+	      "set: %s", err);
+	CHECK(kudu_config_set(&cfg, "command_timeout", "-1", err, sizeof(err)) == -EINVAL,
+	      "negative");
+	CHECK(kudu_config_load(&cfg, write_file("ct.conf", "[kudufs]\ncommand_timeout = 7\n", 0600),
+			       true, err, sizeof(err)) == 0 &&
+		      cfg.command_timeout == 7,
+	      "in [kudufs]: %s", err);
 	kudu_config_free(&cfg);
 }
 
@@ -306,7 +321,8 @@ static void expect_load_error(const char *name, const char *content, const char 
 	snprintf(full, sizeof(full), "%s:%s", conf, want);
 	kudu_config_init(&cfg);
 	rc = kudu_config_load(&cfg, conf, true, err, sizeof(err));
-	CHECK(rc == -EINVAL && !strcmp(err, full), "%s: rc=%d\n  got  '%s'\n  want '%s'", name, rc, err, full);
+	CHECK(rc == -EINVAL && !strcmp(err, full), "%s: rc=%d\n  got  '%s'\n  want '%s'", name, rc,
+	      err, full);
 	kudu_config_free(&cfg);
 }
 
@@ -315,20 +331,26 @@ static void test_duplicate_sections(void)
 	struct kudu_config cfg;
 	char err[KUDU_ERRLEN] = "";
 
-	expect_load_error("dup1.conf", "[app a]\nurl = http://x\n\n[app b]\nuser = u\n[app a]\nuser = v\n",
+	expect_load_error("dup1.conf",
+			  "[app a]\nurl = http://x\n\n[app b]\nuser = u\n[app a]\nuser = v\n",
 			  "6: a second [app a] section (the first is at line 1); merge them");
 	/* the same app spelled with more spaces, and an empty second section */
-	expect_load_error("dup2.conf", "[kudufs]\nmax_conns = 2\n[app  a]\nurl = http://x\n[app a]\n",
+	expect_load_error("dup2.conf",
+			  "[kudufs]\nmax_conns = 2\n[app  a]\nurl = http://x\n[app a]\n",
 			  "5: a second [app a] section (the first is at line 3); merge them");
 	/* an error before the duplicate is the one reported */
 	expect_load_error("dup3.conf", "[app a]\ncolour = red\n[app a]\n",
 			  "2: unknown key 'colour' in [app a]");
 	/* different apps, and a [kudufs] given twice, are fine */
 	kudu_config_init(&cfg);
-	CHECK(kudu_config_load(&cfg, write_file("nodup.conf",
-						"[kudufs]\nlist_ttl = 1\n[app a]\nurl = http://x\n"
-						"[app ab]\nurl = http://y\n[kudufs]\ndetail_ttl = 2\n", 0600),
-			       true, err, sizeof(err)) == 0 && cfg.napps == 2, "no dup: %s", err);
+	CHECK(kudu_config_load(&cfg,
+			       write_file("nodup.conf",
+					  "[kudufs]\nlist_ttl = 1\n[app a]\nurl = http://x\n"
+					  "[app ab]\nurl = http://y\n[kudufs]\ndetail_ttl = 2\n",
+					  0600),
+			       true, err, sizeof(err)) == 0 &&
+		      cfg.napps == 2,
+	      "no dup: %s", err);
 	kudu_config_free(&cfg);
 }
 
@@ -339,14 +361,19 @@ static void test_fuzz_regressions(void)
 	char err[KUDU_ERRLEN] = "";
 
 	/* fuzz_config: "http://" had its slashes stripped to "http:" and was accepted */
-	expect_load_error("fz1.conf", "[app b]\nurl = http://\n",
-			  "2: url 'http://' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
-	expect_load_error("fz2.conf", "[app b]\nurl = https:///x\n", "2: url 'https:///x' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
+	expect_load_error(
+		"fz1.conf", "[app b]\nurl = http://\n",
+		"2: url 'http://' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
+	expect_load_error(
+		"fz2.conf", "[app b]\nurl = https:///x\n",
+		"2: url 'https:///x' of app 'b' has no host (expected http(s)://HOST[:PORT][/PREFIX])");
 	kudu_config_init(&cfg);
-	CHECK(kudu_config_add_app(&cfg, "b=http://", err, sizeof(err)) == -EINVAL && strstr(err, "no host"),
+	CHECK(kudu_config_add_app(&cfg, "b=http://", err, sizeof(err)) == -EINVAL &&
+		      strstr(err, "no host"),
 	      "--app: %s", err);
 	CHECK(kudu_config_add_app(&cfg, "b=http://h:1/p/", err, sizeof(err)) == 0 &&
-	      !strcmp(cfg.apps[0]->url, "http://h:1/p"), "a good one still: %s", err);
+		      !strcmp(cfg.apps[0]->url, "http://h:1/p"),
+	      "a good one still: %s", err);
 	kudu_config_free(&cfg);
 }
 
@@ -355,7 +382,8 @@ int main(void)
 	char cmd[300];
 
 	signal(SIGALRM, on_alarm);
-	signal(SIGPIPE, SIG_IGN); /* as in the daemon: the commands must still get SIGPIPE's default */
+	signal(SIGPIPE, SIG_IGN); /* as in the daemon: the commands must still get SIGPIPE's default
+				   */
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-unit-rel-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		return 2;
