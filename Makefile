@@ -89,7 +89,7 @@ lint: deps-lint
 
 # Rewrite the C sources in place to .clang-format's layout.
 format: deps-lint
-	clang-format -i $(sort $(wildcard kudu/*.[ch] cache/*.[ch] fs/*.[ch] tests/unit/*.c tests/tools/*.c))
+	clang-format -i $(sort $(wildcard kudu/*.[ch] cache/*.[ch] fs/*.[ch] tests/unit/*.c tests/tools/*.c tests/fuzz/*.c))
 
 demo: deps-demo
 	@$(MAKE) --no-print-directory $(BIN)

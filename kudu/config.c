@@ -330,6 +330,7 @@ static struct kudu_app *new_app(struct kudu_config *cfg, const char *name)
 	if (!app)
 		return NULL;
 	app->name = strdup(name);
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
 	apps = realloc(cfg->apps, (cfg->napps + 1) * sizeof(*apps));
 	if (!app->name || !apps) {
 		free(app->name);
