@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, run, wait_for
 
 PYTHON = "/usr/bin/python3"
 MAN_PAGES = ["kudufs.1", "kudufs.conf.5", "kudufs-to-blob.1", "kudufs-import-publish-settings.1"]
@@ -480,6 +480,55 @@ ALLOWED_LEFTOVERS = re.compile(r"^(var/lib/dpkg/|var/log/|var/cache/debconf/|var
                                r"etc/(passwd|group|shadow|gshadow)-?$)")
 
 
+def readme_fstab_line():
+    """The /etc/fstab line the README documents (kudufs(1) shows the same)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = [l.strip() for l in f if l.startswith("kudufs#") and "x-systemd.automount" in l]
+    assert len(lines) == 1, lines
+    with open(os.path.join(ROOT, "man", "kudufs.1.scd")) as f:
+        assert lines[0] in f.read(), "kudufs(1) and the README show different fstab lines"
+    return lines[0]
+
+
+def check_fstab_line(root, emulator):
+    """In the throw-away root with the package installed: systemd's generator turns the
+    documented line into an automount after the network that verifies, and mount(8) mounts
+    the line (paths moved to /tmp) through mount.fuse3 and the installed /usr/bin/kudufs."""
+    line = readme_fstab_line()
+    spec, where, fstype, opts = line.split()[:4]
+    assert {"_netdev", "x-systemd.automount", "nofail"} <= set(opts.split(","))
+    r = root.run(["sh", "-c", 'mkdir /tmp/gen && printf "%s\n" "$LINE" >/tmp/fstab.doc && '
+                  'SYSTEMD_FSTAB=/tmp/fstab.doc /lib/systemd/system-generators/systemd-fstab-generator '
+                  '/tmp/gen /tmp/gen /tmp/gen && cd /tmp/gen && ls -R'], env={"LINE": line})
+    unit = where.strip("/").replace("/", "-")
+    assert r.returncode == 0 and "%s.automount" % unit in r.stdout, r.stdout + r.stderr
+    assert root.lexists("tmp/gen/remote-fs.target.wants/%s.automount" % unit), r.stdout
+    r = root.run(["systemd-analyze", "verify", "--man=no", "/tmp/gen/%s.automount" % unit,
+                  "/tmp/gen/%s.mount" % unit])
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stdout + r.stderr
+
+    conf = re.search(r"config=([^,]+)", opts).group(1)
+    cache = re.search(r"cache_dir=([^,]+)", opts).group(1)
+    opts = opts.replace(conf, "/tmp/prod.conf")
+    tab = "%s /tmp/mnt %s %s 0 0" % (spec, fstype, opts)
+    r = root.run(["sh", "-c", 'umask 077 && printf "%s\n" "$PW" >/tmp/demo.pass && '
+                  'printf "[app demo]\nurl = %s\nuser = %s\npassword_file = /tmp/demo.pass\n" "$URL" "$USR" '
+                  '>/tmp/prod.conf && printf "%s\n" "$TAB" >/tmp/fstab && mkdir /tmp/mnt'],
+                 env={"PW": emulator.password, "URL": emulator.url("demo"), "USR": emulator.user, "TAB": tab})
+    assert r.returncode == 0, r.stderr
+    r = root.run(["mount", "--fstab", "/tmp/fstab", "/tmp/mnt"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        r = root.run(["ls", "/tmp/mnt/demo"])
+        assert r.returncode == 0 and "processes.json" in r.stdout.split(), r.stdout + r.stderr
+    finally:
+        u = root.run(["umount", "/tmp/mnt"])
+    assert u.returncode == 0, u.stderr
+    # the daemon removes its spool directory on the way out
+    assert wait_for(lambda: root.run(["sh", "-c", "ls -d %s/spool-* 2>/dev/null" % cache]).stdout == "",
+                    timeout=15), "kudufs did not exit after umount"
+
+
 def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
     need_root()
     path = str(deb[0][0])
@@ -519,6 +568,8 @@ def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
                       "__load_completion fusermount3 && complete -p kudufs-to-blob fusermount3" % BASH_COMPLETION])
         assert r.returncode == 0 and "_kudufs_to_blob" in r.stdout and "_fusermount" in r.stdout, r.stdout + r.stderr
 
+        check_fstab_line(root, emulator)
+
         r = root.run(["dpkg", "--purge", "kudufs"])
         assert r.returncode == 0, r.stdout + r.stderr
         assert root.run(["dpkg-query", "-W", "kudufs"]).returncode != 0
@@ -530,3 +581,29 @@ def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
         assert not extra, "install + purge left files behind: %s" % extra
     finally:
         root.close()
+
+
+# ------------------------------------------------------------------ make demo
+
+def test_demo_ends_with_checked_blobs_in_azurite(kudufs_bin):
+    """scripts/demo (what `make demo` runs after its deps): the tour, kudufs-to-blob into
+    Azurite, the listing with each dump's MD5 checked; then nothing is left behind."""
+    t0 = time.monotonic()
+    r = run([os.path.join(ROOT, "scripts", "demo")], env=dict(os.environ, KUDUFS_BIN=kudufs_bin),
+            timeout=300)
+    took = time.monotonic() - t0
+    out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+    assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
+    work = re.search(r"config (/tmp/kudufs-demo\.\w+)/config", out).group(1)
+    ok = re.findall(r"^OK demo/\S+ mini \d+ bytes -> dumpfiles/(\d{4}-\d\d-\d\d/\d{6}Z-demo-\S+\.mini\.dmp)$",
+                    out, re.M)
+    assert len(ok) >= 2, out[-3000:]
+    listing = out[out.index("# the container dumpfiles"):]
+    for name in ok:
+        assert re.search(r"^%s\s+\d+\s+\S+==\s+OK: blob bytes = Content-MD5 = Kudu's dump$" % re.escape(name),
+                         listing, re.M), listing
+    assert "demo: done" in out
+    assert not os.path.exists(work), "the demo left %s" % work
+    ps = run(["ps", "-eo", "pid,args"]).stdout
+    assert work not in ps, "the demo left processes:\n" + "\n".join(l for l in ps.splitlines() if work in l)
+    print("demo took %.1f s" % took)
