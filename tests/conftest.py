@@ -1,4 +1,6 @@
-"""Shared pytest fixtures for kudufs integration tests.
+"""Shared pytest fixtures for kudufs integration tests, built on tests/helpers.py (the one
+home of the helpers: mounting, unmounting, waiting with a deadline, private files, the
+emulator's authenticated requests and counters; see its docstring).
 
 Fixtures
   emulator          a running Kudu emulator with the default spec (function scope, always stopped)
@@ -7,78 +9,32 @@ Fixtures
   mount             factory: mount(apps, user=None, password=None, opts=(), extra_args=(),
                     expect_fail=False, env=None, timeout=15, config_extra="")
                     -> Mount (.path .proc .pid .log() .cfg .tmp .unmount() .returncode)
-Helpers (import with `from conftest import run, read_rss_hwm, wait_for`)
-  run(cmd, **kw)        subprocess.run with text output captured (timeout 120 s unless given)
-  wait_for(pred, timeout=15)  poll pred() until true, return its last value
-  read_rss_hwm(pid)     VmHWM of a process in kB
+After the session no FUSE mount and no kudufs daemon may be left under pytest's temp dirs.
+The helpers are importable from here too: `from conftest import run, wait_for`.
 """
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from emu import Emulator  # noqa: E402
+from helpers import (ROOT, KUDUFS_BIN, Mount, counters, emu_get, emu_json,  # noqa: E402
+                     force_unmount, fuse_mounts_under, has_open, kudufs_env, read_rss_hwm, run,
+                     sh, start_mount, stop_process, unmount, wait_emulator_idle, wait_for,
+                     wait_mounted, wait_state, write_config, write_private, xattr)
 
-FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
-
-
-def run(cmd, **kw):
-    """subprocess.run with captured text output; never raises on a non-zero exit."""
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    kw.setdefault("timeout", 120)
-    return subprocess.run([str(c) for c in cmd], **kw)
-
-
-def wait_for(pred, timeout=15.0, step=0.05):
-    """Poll pred() until it returns something true or timeout seconds pass; its last value."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
-
-
-def read_rss_hwm(pid):
-    """Peak resident set size (VmHWM) of pid, in kB."""
-    with open("/proc/%d/status" % int(pid)) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise ValueError("no VmHWM for pid %s" % pid)
-
-
-def fuse_mounts_under(prefix):
-    """Mount points of FUSE file systems below prefix, from /proc/mounts."""
-    prefix = os.path.realpath(str(prefix)).rstrip("/") + "/"
-    out = []
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mnt = parts[1].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-                .replace("\\134", "\\")
-            if parts[2].startswith("fuse") and (mnt + "/").startswith(prefix):
-                out.append(mnt)
-    return out
-
-
-def force_unmount(path):
-    r = subprocess.run([FUSERMOUNT, "-u", str(path)], capture_output=True)
-    if r.returncode != 0 and os.path.ismount(str(path)):
-        subprocess.run([FUSERMOUNT, "-uz", str(path)], capture_output=True)
+# re-exported for `from conftest import ...`
+__all__ = ["ROOT", "Mount", "counters", "emu_get", "emu_json", "force_unmount",
+           "fuse_mounts_under", "has_open", "kudufs_env", "read_rss_hwm", "run", "sh",
+           "stop_process", "unmount", "wait_emulator_idle", "wait_for", "wait_mounted",
+           "wait_state", "write_private", "xattr"]
 
 
 # ------------------------------------------------------------------ emulator
@@ -110,57 +66,9 @@ def emulator():
 
 @pytest.fixture(scope="session")
 def kudufs_bin():
-    path = os.environ.get("KUDUFS_BIN") or os.path.join(ROOT, "kudufs")
+    path = KUDUFS_BIN
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail("kudufs binary not found at %s: run make" % path)
-    return path
-
-
-class Mount:
-    def __init__(self, path, proc, cfg, tmp, logfile):
-        self.path = path
-        self.proc = proc
-        self.pid = proc.pid
-        self.cfg = cfg
-        self.tmp = tmp
-        self.logfile = logfile
-        self.returncode = None
-
-    def log(self):
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def wait(self, timeout=5):
-        self.returncode = self.proc.wait(timeout)
-        return self.returncode
-
-    def unmount(self):
-        """fusermount3 -u (then -uz), wait for the daemon up to 5 s, then kill -9. Idempotent."""
-        if os.path.ismount(self.path):
-            force_unmount(self.path)
-        if self.proc.poll() is None:
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
-                if os.path.ismount(self.path):
-                    force_unmount(self.path)
-        self.returncode = self.proc.returncode
-        return self.returncode
-
-
-def _write_private(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
     return path
 
 
@@ -172,8 +80,9 @@ def mount(kudufs_bin, tmp_path_factory):
     user/password default to the emulator's defaults ("demo" / "demo-secret-pw"); both may
     also be dicts name -> value. An app may be given as a dict {"url", "user", "password",
     other keys written verbatim into its section}; password False writes no password_file.
-    config_extra: lines added to the [kudufs] section. With expect_fail=True the daemon is expected to exit before
-    mounting: the Mount is returned with .returncode set (the test asserts on it and .log())."""
+    config_extra: lines added to the [kudufs] section (helpers.write_config). With
+    expect_fail=True the daemon is expected to exit before mounting: the Mount is returned
+    with .returncode set (the test asserts on it and .log())."""
     mounts = []
     tmps = []
 
@@ -184,49 +93,12 @@ def mount(kudufs_bin, tmp_path_factory):
         tmps.append(tmp)
         mnt = os.path.join(tmp, "mnt")
         os.mkdir(mnt)
-        lines = ["[kudufs]", "cache_dir = %s" % os.path.join(tmp, "cache")]
-        lines += [l for l in config_extra.splitlines()] + [""]
-        for name, app in apps.items():
-            app = dict(app) if isinstance(app, dict) else {"url": app}
-            url = app.pop("url", None)
-            u = app.pop("user", user.get(name) if isinstance(user, dict) else user)
-            p = app.pop("password", password.get(name) if isinstance(password, dict) else password)
-            u = "demo" if u is None else u
-            p = "demo-secret-pw" if p is None else p
-            lines.append("[app %s]" % name)
-            if url is not None:
-                lines.append("url = %s" % url)
-            lines.append("user = %s" % u)
-            if p is not False:
-                pw_file = os.path.join(tmp, "%s.pass" % name)
-                _write_private(pw_file, p + "\n")
-                lines.append("password_file = %s" % pw_file)
-            lines += ["%s = %s" % kv for kv in app.items()] + [""]
-        cfg = _write_private(os.path.join(tmp, "config"), "\n".join(lines))
-        cmd = [kudufs_bin, "-f", "--config", cfg]
-        if opts:
-            cmd += ["-o", ",".join(opts)]
-        cmd += list(extra_args) + [mnt]
-        e = dict(os.environ)
-        e.pop("KUDUFS_USER", None)
-        e.pop("KUDUFS_PASSWORD", None)
-        e["HOME"] = tmp  # no stray ~/.netrc or ~/.config/kudufs from the user running the tests
-        e.update(env or {})
-        logfile = os.path.join(tmp, "kudufs.log")
-        with open(logfile, "wb") as lf:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
-                                    env=e, cwd=tmp)
-        m = Mount(mnt, proc, cfg, tmp, logfile)
+        cfg = write_config(tmp, apps, user=user, password=password, config_extra=config_extra)
+        m = start_mount(cfg, mnt, tmp, opts=opts, extra_args=extra_args, env=env,
+                        timeout=timeout, kudufs_bin=kudufs_bin)
         mounts.append(m)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if os.path.ismount(mnt):
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.02)
         if expect_fail:
-            if os.path.ismount(mnt):
+            if m.mounted:
                 m.unmount()
                 pytest.fail("kudufs mounted but was expected to fail:\n" + m.log())
             try:
@@ -235,8 +107,8 @@ def mount(kudufs_bin, tmp_path_factory):
                 m.unmount()
                 pytest.fail("kudufs neither mounted nor exited:\n" + m.log())
             return m
-        if not os.path.ismount(mnt):
-            rc = proc.poll()
+        if not m.mounted:
+            rc = m.proc.poll()
             m.unmount()
             pytest.fail("kudufs did not mount %s (exit %s):\n%s" % (mnt, rc, m.log()))
         return m
@@ -251,17 +123,42 @@ def mount(kudufs_bin, tmp_path_factory):
         shutil.rmtree(t, ignore_errors=True)
 
 
+def _daemons_under(base):
+    """(pid, command line) of kudufs processes whose command line names a path under base
+    (base/..., not a sibling such as pytest-10 of pytest-1: other runs' daemons are not ours)."""
+    base = os.path.realpath(base).rstrip("/") + "/"
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        # the daemon itself, or under valgrind: an argument that is the kudufs binary
+        if any(os.path.basename(a) == "kudufs" for a in argv) and any(base in a for a in argv):
+            out.append((int(pid), " ".join(argv)))
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_mount_left_behind(tmp_path_factory):
-    """After the session: no FUSE mount may remain under pytest's temp dirs (clean up and fail)."""
+    """After the session: no FUSE mount and no kudufs daemon may remain under pytest's temp
+    dirs (they are cleaned up, and the session fails)."""
     yield
-    base = tmp_path_factory.getbasetemp()
+    base = str(tmp_path_factory.getbasetemp())
     left = fuse_mounts_under(base)
     for mnt in left:
         force_unmount(mnt)
-    assert not left, "kudufs mounts left behind: %s" % left
+    daemons = _daemons_under(base)
+    for pid, _ in daemons:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left and not daemons, "left behind: mounts %s, kudufs daemons %s" % (left, daemons)
 
 
 def pytest_report_header(config):
-    return "kudufs: %s" % (os.environ.get("KUDUFS_BIN") or os.path.join(ROOT, "kudufs"))
-
+    return "kudufs: %s" % KUDUFS_BIN

@@ -1,0 +1,316 @@
+"""The one home of the tests' helpers: mounting and unmounting kudufs, waiting
+for a condition with a deadline, private files, authenticated requests to the
+emulator and its counters, kudufs's xattrs. Standard library only (no pytest),
+so that tests/bench/bench.py uses it too; conftest.py builds its fixtures on it
+and re-exports it (`from conftest import run, wait_for` keeps working).
+
+Processes and mounts
+  run(cmd, **kw)                   subprocess.run, text output captured, 120 s unless given
+  sh(script, **kw)                 run(["/bin/sh", "-c", script])
+  wait_for(pred, timeout=15)       poll pred() until true; its last value (falsy on timeout)
+  stop_process(proc, timeout=5)    wait, then SIGKILL; the exit status
+  wait_mounted(path, proc, timeout=15)   until path is a mount point (False if proc died first)
+  unmount(path, proc=None)         fusermount3 -u, then -uz; then stop_process(proc)
+  force_unmount(path)              fusermount3 -u, then -uz if still mounted
+  fuse_mounts_under(prefix)        FUSE mount points below prefix (/proc/mounts)
+  read_rss_hwm(pid)                VmHWM in kB
+  has_open(pid, path)              whether process pid has path open
+kudufs
+  KUDUFS_BIN                       $KUDUFS_BIN or <repo>/kudufs
+  kudufs_env(home, env=None)       os.environ without KUDUFS_USER/PASSWORD, HOME=home, + env
+  write_private(path, text)        a mode-0600 file; returns path as given
+  write_config(tmp, apps, ...)     a kudufs config (and password files) in tmp; its path
+  start_mount(cfg, mnt, tmp, ...)  kudufs -f on mnt, waited for: a Mount (.mounted says if it did)
+  Mount                            .path .proc .pid .cfg .tmp .log() .wait() .unmount() .returncode
+  xattr(path, name)                user.kudufs.NAME as text, "<ENOENT>"-style on error
+  wait_state(path, want, timeout)  until user.kudufs.state == want (False; raises on "failed"
+                                   when want is not "failed")
+The emulator (tests/emu.py's Emulator)
+  emu_get(emu, site, path)         GET an app's API path with the emulator's Basic credentials: bytes
+  emu_json(emu, site, path)        the same, parsed
+  counters(emu, site="demo")       that site's request counters (list, details, dump, ...; 0 if none)
+  wait_emulator_idle(emu)          until no request is in progress at the emulator
+"""
+import base64
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+from emu import DEFAULT_PASSWORD, DEFAULT_USER
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
+KUDUFS_BIN = os.environ.get("KUDUFS_BIN") or os.path.join(ROOT, "kudufs")
+SH = "/bin/sh"
+
+
+# ------------------------------------------------------------------ processes
+
+def run(cmd, **kw):
+    """subprocess.run with captured text output; never raises on a non-zero exit."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 120)
+    return subprocess.run([str(c) for c in cmd], **kw)
+
+
+def sh(script, **kw):
+    return run([SH, "-c", script], **kw)
+
+
+def wait_for(pred, timeout=15.0, step=0.05):
+    """Poll pred() until it returns something true or timeout seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def stop_process(proc, timeout=5):
+    """Wait up to timeout for proc to exit, then SIGKILL it; its exit status."""
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return proc.returncode
+
+
+def read_rss_hwm(pid):
+    """Peak resident set size (VmHWM) of pid, in kB."""
+    with open("/proc/%d/status" % int(pid)) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise ValueError("no VmHWM for pid %s" % pid)
+
+
+def has_open(pid, path):
+    """Whether process pid has path open (one of its /proc/PID/fd links to it)."""
+    path = os.path.realpath(str(path))
+    fds = "/proc/%d/fd" % int(pid)
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return False
+    for n in names:
+        try:
+            if os.readlink(os.path.join(fds, n)) == path:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+# ------------------------------------------------------------------ mounts
+
+def fuse_mounts_under(prefix):
+    """Mount points of FUSE file systems below prefix, from /proc/mounts."""
+    prefix = os.path.realpath(str(prefix)).rstrip("/") + "/"
+    out = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mnt = parts[1].replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+                .replace("\\134", "\\")
+            if parts[2].startswith("fuse") and (mnt + "/").startswith(prefix):
+                out.append(mnt)
+    return out
+
+
+def force_unmount(path):
+    """fusermount3 -u, and -uz (lazy) if that left it mounted (a busy mount)."""
+    r = subprocess.run([FUSERMOUNT, "-u", str(path)], capture_output=True)
+    if r.returncode != 0 and os.path.ismount(str(path)):
+        subprocess.run([FUSERMOUNT, "-uz", str(path)], capture_output=True)
+
+
+def wait_mounted(path, proc=None, timeout=15.0):
+    """Until path is a mount point; False if proc exited first or timeout passed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if os.path.ismount(str(path)):
+            return True
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    return os.path.ismount(str(path))
+
+
+def unmount(path, proc=None, timeout=5):
+    """Unmount path (fusermount3 -u, then -uz) and end its daemon proc: wait up to timeout,
+    then SIGKILL (and unmount again). Idempotent; the daemon's exit status (None without proc)."""
+    if os.path.ismount(str(path)):
+        force_unmount(path)
+    if proc is None:
+        return None
+    killed = proc.poll() is None
+    rc = stop_process(proc, timeout)
+    if killed and os.path.ismount(str(path)):
+        force_unmount(path)
+    return rc
+
+
+# ------------------------------------------------------------------ kudufs
+
+def kudufs_env(home, env=None):
+    """kudufs's environment: no KUDUFS_USER/KUDUFS_PASSWORD of the user running the tests, and
+    HOME=home (no stray ~/.netrc or ~/.config/kudufs either); then env on top."""
+    e = dict(os.environ)
+    e.pop("KUDUFS_USER", None)
+    e.pop("KUDUFS_PASSWORD", None)
+    e["HOME"] = str(home)
+    e.update(env or {})
+    return e
+
+
+def write_private(path, text):
+    """Write text to a mode-0600 file (created so, never readable by others); returns path."""
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(str(path), 0o600)
+    return path
+
+
+def write_config(tmp, apps, user=None, password=None, config_extra="", cache_dir=None):
+    """Write tmp/config for apps and return its path.
+
+    apps: name -> URL, or name -> dict {"url", "user", "password", other keys written verbatim
+    into the section}. user/password default to the emulator's defaults ("demo" /
+    "demo-secret-pw") and may be dicts name -> value; a password goes to tmp/NAME.pass
+    (mode 0600) as password_file; password False writes none. config_extra: lines added to
+    the [kudufs] section, whose cache_dir is tmp/cache unless given."""
+    tmp = str(tmp)
+    lines = ["[kudufs]", "cache_dir = %s" % (cache_dir or os.path.join(tmp, "cache"))]
+    lines += config_extra.splitlines() + [""]
+    for name, app in apps.items():
+        app = dict(app) if isinstance(app, dict) else {"url": app}
+        url = app.pop("url", None)
+        u = app.pop("user", user.get(name) if isinstance(user, dict) else user)
+        p = app.pop("password", password.get(name) if isinstance(password, dict) else password)
+        u = DEFAULT_USER if u is None else u
+        p = DEFAULT_PASSWORD if p is None else p
+        lines.append("[app %s]" % name)
+        if url is not None:
+            lines.append("url = %s" % url)
+        lines.append("user = %s" % u)
+        if p is not False:
+            pw_file = os.path.join(tmp, "%s.pass" % name)
+            write_private(pw_file, p + "\n")
+            lines.append("password_file = %s" % pw_file)
+        lines += ["%s = %s" % kv for kv in app.items()] + [""]
+    return write_private(os.path.join(tmp, "config"), "\n".join(lines))
+
+
+class Mount:
+    """A kudufs daemon (kudufs -f) and its mount point."""
+
+    def __init__(self, path, proc, cfg, tmp, logfile):
+        self.path = path
+        self.proc = proc
+        self.pid = proc.pid
+        self.cfg = cfg
+        self.tmp = tmp
+        self.logfile = logfile
+        self.returncode = None
+
+    @property
+    def mounted(self):
+        return os.path.ismount(self.path)
+
+    def log(self):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait(self, timeout=5):
+        self.returncode = self.proc.wait(timeout)
+        return self.returncode
+
+    def unmount(self):
+        """fusermount3 -u (then -uz), wait for the daemon up to 5 s, then kill -9. Idempotent."""
+        self.returncode = unmount(self.path, self.proc, timeout=5)
+        return self.returncode
+
+
+def start_mount(cfg, mnt, tmp, opts=(), extra_args=(), env=None, timeout=15, kudufs_bin=None):
+    """Start `kudufs -f --config cfg [-o opts] [extra_args] mnt` (output to tmp/kudufs.log, cwd
+    and HOME tmp, see kudufs_env) and wait until mnt is mounted or the daemon exits. The Mount
+    is returned either way: the caller looks at .mounted and unmounts it."""
+    cmd = [kudufs_bin or KUDUFS_BIN, "-f", "--config", str(cfg)]
+    if opts:
+        cmd += ["-o", ",".join(opts)]
+    cmd += [str(a) for a in extra_args] + [str(mnt)]
+    logfile = os.path.join(str(tmp), "kudufs.log")
+    with open(logfile, "wb") as lf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
+                                env=kudufs_env(tmp, env), cwd=str(tmp))
+    m = Mount(str(mnt), proc, cfg, str(tmp), logfile)
+    wait_mounted(mnt, proc, timeout)
+    return m
+
+
+def xattr(path, name):
+    """user.kudufs.NAME of path as text; "<ENAME>" (e.g. "<ENODATA>") if getxattr fails."""
+    try:
+        return os.getxattr(str(path), "user.kudufs." + name).decode()
+    except OSError as e:
+        return "<%s>" % errno.errorcode.get(e.errno, e.errno)
+
+
+def wait_state(path, want, timeout=15.0):
+    """Until the capture's user.kudufs.state is want; False on timeout. A capture that fails
+    while another state is wanted raises RuntimeError with its user.kudufs.error."""
+    def reached():
+        s = xattr(path, "state")
+        if s == "failed" and want != "failed":
+            raise RuntimeError("capture %s failed: %s" % (path, xattr(path, "error")))
+        return s == want
+    return wait_for(reached, timeout)
+
+
+# ------------------------------------------------------------------ the emulator
+
+def emu_get(emu, site, path, timeout=30):
+    """GET an app's API path (e.g. "/api/processes") with the emulator's Basic credentials."""
+    req = urllib.request.Request(emu.url(site) + path)
+    tok = base64.b64encode(("%s:%s" % (emu.user, emu.password)).encode()).decode()
+    req.add_header("Authorization", "Basic " + tok)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def emu_json(emu, site, path, timeout=30):
+    return json.loads(emu_get(emu, site, path, timeout))
+
+
+def counters(emu, site="demo"):
+    """The emulator's request counters of a site (list, details, dump, dumps_by_key, ...);
+    list/details/dump are 0 for a site nothing was asked of yet."""
+    c = {"list": 0, "details": 0, "dump": 0}
+    c.update(emu.stats()["sites"].get(site, {}))
+    return c
+
+
+def wait_emulator_idle(emu, timeout=15.0):
+    """Until the emulator has no request in progress (a stalled handler sleeps on after the
+    client gave up, and keeps the site's dump file busy meanwhile, as Kudu would)."""
+    return wait_for(lambda: not emu.stats()["current"], timeout)
