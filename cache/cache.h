@@ -34,7 +34,7 @@
  *                 thread, which is then joined), cache_free(). So
  *                 cache_free() runs when no callback can come any more.
  *   A request submitted once kudu_client_free() has begun is completed at
- *   once with -ECANCELED by the submitting thread (kudu/client.c). In the
+ *   once with -ECANCELED by the submitting thread (kudu.h, kudu_done_fn). In the
  *   mount only the transfer thread itself submits then (a cancelled dump's
  *   on_done starting the app's next queued one), so on_done and on_progress
  *   always run on the transfer thread.
@@ -58,8 +58,8 @@
  *   kudufs.handles_lock  fs/'s list of open handles (prev/next).
  *   Not locked: what is immutable once published (cfg, the per-app arrays
  *   themselves, a capture's app/pid/type/url, the content of a cache_list
- *   or cache_blob), and atomics (cache_list/cache_blob refs, a request's
- *   cancel, fs/'s handle->cap).
+ *   or cache_blob), and atomics (cache_list/cache_blob refs, cache.list_gen,
+ *   a request's cancel, fs/'s handle->cap and listed_gen[*]).
  *
  * Lock rules
  *   - No thread holds two of these locks at once. The one exception is

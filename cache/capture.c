@@ -13,6 +13,7 @@
  * of spool data, a request submission, token_command or a callback into fs/.
  */
 #include "cache/cache_priv.h"
+#include "kudu/log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +21,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* For messages: the file name without ".dmp". */
+static const char *cap_kind(const struct capture *cap)
+{
+	return cap->type == KUDU_DUMP_FULL ? "fulldump" : "minidump";
+}
 
 /* ---- reference counting (cap_lock held) ---- */
 
@@ -90,10 +97,9 @@ static bool make_room_locked(struct cache *c, uint64_t need, const struct captur
 				victim = cap;
 		if (!victim)
 			return false;
-		fprintf(stderr, "kudufs: cache_max: evicting %s/%d %s (%llu bytes)\n",
-			c->cfg->apps[victim->app]->name, victim->pid,
-			victim->type == KUDU_DUMP_FULL ? "fulldump" : "minidump",
-			(unsigned long long)victim->bytes);
+		kudu_log(LOG_NOTICE, "cache_max: evicting %s/%d %s (%llu bytes)",
+			 c->cfg->apps[victim->app]->name, victim->pid, cap_kind(victim),
+			 (unsigned long long)victim->bytes);
 		table_remove_locked(c, victim);
 	}
 	return true;
@@ -158,14 +164,14 @@ static void on_done(struct kudu_request *req)
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
 		cap->length = (int64_t)cap->bytes;
-		fprintf(stderr, "kudufs: %s/%d: %s complete, %llu bytes in %.1f s\n", app, cap->pid,
-			cap->type == KUDU_DUMP_FULL ? "fulldump" : "minidump",
-			(unsigned long long)cap->bytes, cap->finished - cap->started);
+		kudu_log(LOG_INFO, "%s/%d: %s complete, %llu bytes in %.1f s", app, cap->pid,
+			 cap_kind(cap), (unsigned long long)cap->bytes,
+			 cap->finished - cap->started);
 	} else {
 		cap->err = req->err ? req->err : -EIO;
 		snprintf(cap->errmsg, sizeof(cap->errmsg), "%s", req->errmsg);
-		fprintf(stderr, "kudufs: %s/%d: %s failed: %s\n", app, cap->pid,
-			cap->type == KUDU_DUMP_FULL ? "fulldump" : "minidump", cap->errmsg);
+		kudu_log(LOG_ERR, "%s/%d: %s failed: %s", app, cap->pid, cap_kind(cap),
+			 cap->errmsg);
 		if (cap->in_table)
 			c->spool_bytes -= cap->bytes;
 		cap->state = CAP_FAILED;
@@ -219,6 +225,9 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 	cap->req.arg = cap;
 	cap->refs++; /* held by the request until on_done */
 	c->stat_captures++;
+	if (kudu_log_tracing())
+		kudu_log(LOG_DEBUG, "%s/%d: %s: starting, spool %s", c->cfg->apps[cap->app]->name,
+			 cap->pid, cap_kind(cap), cap->path ? cap->path : "(none)");
 	if (fd < 0) {
 		/* let the request fail through the normal path */
 		atomic_store(&cap->req.cancel, -fd);
@@ -295,6 +304,9 @@ void cache_capture_release(struct cache *c, struct capture *cap)
 	if (capture_is_queued_for_one_reader(cap)) {
 		queue_remove_locked(c, cap);
 		cap->state = CAP_IDLE;
+		if (kudu_log_tracing())
+			kudu_log(LOG_DEBUG, "%s/%d: %s: its last reader left: out of the queue",
+				 c->cfg->apps[cap->app]->name, cap->pid, cap_kind(cap));
 	}
 	cap_put_locked(c, cap);
 	pthread_mutex_unlock(&c->cap_lock);
@@ -313,6 +325,10 @@ static void begin_locked(struct cache *c, struct capture *cap)
 		start_locked(c, cap, &submit);
 	} else {
 		cap->state = CAP_QUEUED;
+		if (kudu_log_tracing())
+			kudu_log(LOG_DEBUG, "%s/%d: %s queued behind %d's %s",
+				 c->cfg->apps[cap->app]->name, cap->pid, cap_kind(cap),
+				 d->active->pid, cap_kind(d->active));
 		if (d->q_tail)
 			d->q_tail->qnext = cap;
 		else
@@ -350,6 +366,9 @@ static bool retry_auth_locked(struct cache *c, struct capture *cap)
 	}
 	cap->auth = AUTH_REFRESHING;
 	pthread_mutex_unlock(&c->cap_lock);
+	if (kudu_log_tracing())
+		kudu_log(LOG_DEBUG, "%s/%d: %s: 401, running token_command and retrying once",
+			 app->name, cap->pid, cap_kind(cap));
 	rc = kudu_app_refresh_token(app, err, sizeof(err));
 	pthread_mutex_lock(&c->cap_lock);
 	cap->auth = AUTH_RETRIED;
@@ -366,6 +385,8 @@ static bool retry_auth_locked(struct cache *c, struct capture *cap)
 		cap->state = CAP_IDLE;
 		begin_locked(c, cap);
 	} else if (rc < 0) {
+		kudu_log(LOG_ERR, "%s/%d: %s: after a 401: %s", app->name, cap->pid, cap_kind(cap),
+			 err);
 		snprintf(cap->errmsg, sizeof(cap->errmsg), "%s", err);
 	}
 	pthread_cond_broadcast(&cap->cond);

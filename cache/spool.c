@@ -7,6 +7,7 @@
  * opened O_EXCL so nothing planted in the spool is ever written through.
  */
 #include "cache/cache_priv.h"
+#include "kudu/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -105,7 +106,7 @@ static void remove_stale_spools(const char *cache_dir)
 		if (pid != getpid() && errno != ESRCH)
 			continue;
 		if (asprintf(&p, "%s/%s", cache_dir, de->d_name) >= 0) {
-			fprintf(stderr, "kudufs: removing stale spool %s\n", p);
+			kudu_log(LOG_NOTICE, "removing stale spool %s", p);
 			remove_tree(p);
 			free(p);
 		}
