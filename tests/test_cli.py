@@ -133,6 +133,19 @@ def test_malformed_list_is_reported(emulator, tmp_path):
     assert p.returncode == 1 and "demo: malformed process list" in p.stdout
 
 
+def test_check_counts_what_the_mount_shows(emulator, tmp_path):
+    """--check parses the list with the mount's own parser (kudu/model.c): an item without a
+    usable id and a repeated pid are not counted, and it says so."""
+    body = '[{"id": 1, "name": "w3wp"}, {"name": "no-id"}, {"pid": 2, "name": "dotnet"},' \
+           ' {"id": 1, "name": "again"}]'
+    emulator.add_fault(route="list", kind="status", status=200, body=body,
+                       content_type="application/json", count=1)
+    p = run(["--check", "--config", str(make_config(tmp_path, emulator))], env={"HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ("demo: OK 2 processes (1 items without a usable id or name skipped, "
+                        "1 with a pid listed before)\n"), p.stdout
+
+
 def test_config_error_names_file_and_line(tmp_path):
     cfg = write_private(tmp_path / "config", "[kudufs]\ncache_max = 1G\n\n[app a]\nusr = x\n")
     p = run(["--check", "--config", str(cfg)], env={"HOME": str(tmp_path)})
