@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -28,17 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from conftest import run, wait_for  # noqa: E402
+from helpers import force_unmount, kudufs_env, run, wait_for, write_config  # noqa: E402
 
 PASSWORD = "log-test-Secret-9f3e"
-FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
-
-
-def _private_file(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 def _daemon_pids(marker):
@@ -80,11 +71,8 @@ def ns_main(kudufs, cfg, mnt, upper, work):
     result = {"messages": messages}
     pid = None
     try:
-        env = dict(os.environ, HOME=os.path.dirname(cfg))
-        env.pop("KUDUFS_USER", None)
-        env.pop("KUDUFS_PASSWORD", None)
         p = subprocess.run([kudufs, "--config", cfg, mnt], capture_output=True, text=True, timeout=60,
-                           env=env, stdin=subprocess.DEVNULL)
+                           env=kudufs_env(os.path.dirname(cfg)), stdin=subprocess.DEVNULL)
         result["start_rc"] = p.returncode
         result["start_stderr"] = p.stderr
         if p.returncode != 0 or not wait_for(lambda: os.path.ismount(mnt), 15):
@@ -105,25 +93,14 @@ def ns_main(kudufs, cfg, mnt, upper, work):
         wait_for(lambda: any("401" in m for m in messages), 15)
     finally:
         if os.path.ismount(mnt):
-            subprocess.run([FUSERMOUNT, "-u", mnt], capture_output=True)
-            if os.path.ismount(mnt):
-                subprocess.run([FUSERMOUNT, "-uz", mnt], capture_output=True)
+            force_unmount(mnt)
         if pid and not wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10):
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0)  # (messages sent before exit are already queued on the socket)
-        wait_for(lambda: any("unmount" in m or "exit" in m for m in messages), 0.5)
         result["messages"] = list(messages)
         print(json.dumps(result), flush=True)
 
 
 # ------------------------------------------------------------- the tests
-
-def _write_config(tmp, url):
-    pw = _private_file(os.path.join(tmp, "demo.pass"), PASSWORD + "\n")
-    return _private_file(os.path.join(tmp, "config"), "\n".join([
-        "[kudufs]", "cache_dir = %s" % os.path.join(tmp, "cache"), "list_ttl = 0", "negative_ttl = 0", "",
-        "[app demo]", "url = %s" % url, "user = demo", "password_file = %s" % pw, ""]))
-
 
 def test_daemonized_mount_logs_a_401_to_syslog_with_the_app_and_no_secret(make_emulator, kudufs_bin,
                                                                           tmp_path):
@@ -136,7 +113,8 @@ def test_daemonized_mount_logs_a_401_to_syslog_with_the_app_and_no_secret(make_e
     upper, work = os.path.join(tmp, "dev-upper"), os.path.join(tmp, "dev-work")
     for d in (mnt, upper, work):
         os.mkdir(d)
-    cfg = _write_config(tmp, emu.url("demo"))
+    cfg = write_config(tmp, {"demo": emu.url("demo")}, password=PASSWORD,
+                       config_extra="list_ttl = 0\nnegative_ttl = 0")
     proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", sys.executable, __file__, "ns",
                              kudufs_bin, cfg, mnt, upper, work],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
