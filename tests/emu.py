@@ -12,6 +12,7 @@
         emu.remove_instance("demo", ids[1]); emu.add_instance("demo", ids[1])
         emu.arm_resource("demo")              # /subscriptions/.../sites/demo (arm_endpoint: emu.base)
         emu.set_arm_token("new")              # the old token now gets 401
+        emu.restart()                         # same port, same spec, state reset (cuts downloads)
 
 Standard library only (urllib)."""
 import json
@@ -91,10 +92,37 @@ class Emulator:
         self.port = int(self.base.rsplit(":", 1)[1])
         return self
 
-    def stop(self, timeout=5):
+    def restart(self, down_seconds=0.0, hard=False, timeout=10):
+        """Stop the emulator and start a new one on the SAME port with the same spec (a server
+        restart mid-download): responses in flight are cut (hard=True: SIGKILL, else SIGTERM);
+        counters, faults, removed instances and run-time changes are gone. down_seconds: how
+        long the port stays closed (connection refused) in between."""
+        port = self.port
+        if port is None:
+            raise EmulatorError("emulator not started")
+        self.stop(hard=hard)
+        if down_seconds:
+            time.sleep(down_seconds)
+        want, self._want_port = self._want_port, port
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    return self.start(timeout=max(1.0, end - time.monotonic()))
+                except EmulatorError:
+                    if time.monotonic() >= end:
+                        raise
+                    time.sleep(0.1)  # the port may still be held for a moment
+        finally:
+            self._want_port = want
+
+    def stop(self, timeout=5, hard=False):
         p, self.proc = self.proc, None
         if p is None:
             return
+        if p.poll() is None and hard:
+            p.kill()
+            p.wait()
         if p.poll() is None:
             p.terminate()
             try:

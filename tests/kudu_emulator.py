@@ -119,14 +119,39 @@ answered with "Set-Cookie: ARRAffinity=<that id>;Path=/;HttpOnly". No live insta
 "gzip_json": true (top level) gzips JSON responses for clients that send Accept-Encoding: gzip,
 with Content-Length the compressed size, as IIS's dynamic compression does.
 
-Faults: {"route": "list|details|dump|other|instance_all|arm|any", "site", "instance", "pid",
-  "dump_type", "count",
-  "kind": "latency" (seconds) | "slow_dump" (seconds) | "stall" (after_bytes, seconds,
-  close: false|true|"reset") | "reset" (after_bytes) | "short" (after_bytes) |
-  "status" (status, retry_after, reason, message | body, content_type) | "malformed" (body) |
-  "frontend_timeout" (status=500, reason: App Service's ~230 s cut, an IIS HTML page, not Kudu JSON)}
+Faults (top-level "faults" or POST /_emulator/faults):
+  {"route": "list|details|dump|other|instance_all|arm|any" (default any), "site", "instance",
+   "pid", "dump_type" (an int, or a Linux type name), "count" (uses left; default unlimited),
+   "kind": one of
+    "latency"      seconds: wait before answering (any route)
+    "slow_dump"    seconds: added to the dump's generation phase
+    "stall"        after_bytes, seconds, close (false|true|"reset"): pause the body once
+    "reset"        after_bytes: TCP RST there
+    "short"        after_bytes: clean close there (fewer bytes than Content-Length / no last chunk)
+    "trickle"      after_bytes, seconds, bytes: from after_bytes on, one byte every `seconds`
+                   (for `bytes` bytes, then full speed; without `bytes` to the end)
+    "status"       status, retry_after (any string: "86400", an HTTP date...), reason,
+                   message | body, content_type: an error answer instead of the real one
+    "malformed"    body: 200 with a broken JSON body
+    "frontend_timeout"  status=500, reason: App Service's ~230 s cut (IIS HTML page)
+    "redirect"     status (302), location (default: an AAD sign-in URL): a redirect with an
+                   HTML body, as a sign-in front end answers
+    "gzip_bomb"    inflated_bytes (1 GiB): 200 JSON with Content-Encoding: gzip (sent even
+                   without Accept-Encoding) of about inflated_bytes/1000 that inflates to valid
+                   JSON ("[" + spaces + "]") of inflated_bytes
+    "oversized"    bytes (50 MiB) | processes (N): a valid list of N synthetic processes (ids
+                   100000 up, distinct) or of at least `bytes`; on details: an object with a
+                   `bytes`-long command_line
+    "duplicate_ids" pids (default all), rename (false): list items listed twice in a row
+                   (rename: the copy's name + "-dup")
+    "rate"         mbps | bytes_per_second: this dump body's rate cap (beats the site's)}
   "instance" matches the instance a request was routed to; "instance_all" is GET
-  /instance/all, "arm" the ARM instances route (both also matched by "any").
+  /instance/all, "arm" the ARM instances route (both also matched by "any"). Body faults
+  (stall, reset, short, trickle) act on any body, JSON or dump.
+  Other hostile conditions: connection refused = stop the emulator; a server restart
+  mid-download = tests/emu.py Emulator.restart(down_seconds=0, hard=False), which stops the
+  process (SIGTERM, or SIGKILL with hard; responses in flight are cut) and starts a new one on
+  the same port with the same spec (state, counters and faults reset).
 
 Control routes (no auth, never counted in stats), JSON:
   GET /_emulator/health | /_emulator/stats | /_emulator/spec | /_emulator/faults
@@ -155,7 +180,8 @@ Stats (GET /_emulator/stats):
    "faults": [...],
    "sites": {S: {"list", "details", "dump", "other", "instance_all", "arm_instances" (ARM pages
        served), "dump_peak" = "dump_max_concurrent" (most dump requests of the site in flight
-       at once, across its instances), "dump_current", "dump_conflicts", "dumps_by_key":
+       at once, across its instances), "dump_current", "dump_conflicts" (500 file races),
+       "dump_busy" (Linux 429s), "dumps_by_key":
        {"PID/TYPE": n}, "dump_bytes",
        "affinity": [[route, ARRAffinity received or null]]           (last 1000),
        "routing": [[route, ARRAffinity received, instance served, Set-Cookie sent]] (last 1000),
@@ -181,6 +207,7 @@ import threading
 import time
 import uuid
 import zipfile
+import zlib
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -200,7 +227,8 @@ ROUTES = ("list", "details", "dump", "other")
 MISC_ROUTES = ("settings", "deployments", "environment")
 FAULT_ROUTES = ("list", "details", "dump", "other", "instance_all", "arm", "any")
 FAULT_KINDS = ("latency", "slow_dump", "stall", "reset", "short", "status", "malformed",
-               "frontend_timeout", "trickle", "rate")
+               "frontend_timeout", "trickle", "rate", "redirect", "gzip_bomb", "oversized",
+               "duplicate_ids")
 CONFLICT_MSG = ("The process cannot access the file 'C:\\home\\LogFiles\\minidump\\minidump.dmp' "
                 "because it is being used by another process.")
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -300,6 +328,52 @@ def expected_digest(site, pid, dump_type, size, instance=None):
     """(sha256 hex, size) of the body the emulator sends for that dump."""
     sha, _md5, size = expected_digests(site, pid, dump_type, size, instance)
     return sha, size
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+_hostile_cache = {}
+
+
+def gzip_bomb(inflated):
+    """A small gzip member that inflates to `inflated` bytes of valid JSON ("[" + spaces + "]"):
+    each MiB of spaces is one deflate block ended by a full flush, so the same ~1 KiB of
+    compressed bytes repeats (about 1000:1)."""
+    inflated = max(2, int(inflated))
+    key = ("bomb", inflated)
+    if key in _hostile_cache:
+        return _hostile_cache[key]
+    spaces = b" " * CHUNK
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = co.compress(b"[") + co.flush(zlib.Z_FULL_FLUSH)
+    block = co.compress(spaces) + co.flush(zlib.Z_FULL_FLUSH)
+    nblocks, rest = divmod(inflated - 2, CHUNK)
+    tail = co.compress(spaces[:rest] + b"]") + co.flush()
+    crc = zlib.crc32(b"[")
+    for _ in range(nblocks):
+        crc = zlib.crc32(spaces, crc)
+    crc = zlib.crc32(spaces[:rest] + b"]", crc)
+    out = (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + head + block * nblocks + tail
+           + struct.pack("<II", crc & 0xffffffff, inflated & 0xffffffff))
+    _hostile_cache.clear()
+    _hostile_cache[key] = out
+    return out
+
+
+def oversized_list(host, nbytes=None, count=None):
+    """A valid Kudu process list of synthetic processes: `count` of them, or as many as make
+    the body at least `nbytes` long (default 50 MiB). Ids are 100000 upwards, all distinct."""
+    key = ("list", host, nbytes, count)
+    if key in _hostile_cache:
+        return _hostile_cache[key]
+    tmpl = ('{"id":%d,"name":"synthetic","machineName":"RD0000000000",'
+            '"href":"http://' + host.replace("%", "%%") + '/api/processes/%d","user_name":"IIS APPPOOL\\\\synthetic"}')
+    one = len(tmpl % (100000, 100000)) + 1
+    n = int(count) if count is not None else max(1, int(nbytes or 50 << 20) // one + 1)
+    body = ("[" + ",".join(tmpl % (100000 + i, 100000 + i) for i in range(n)) + "]").encode()
+    _hostile_cache.clear()
+    _hostile_cache[key] = body
+    return body
 
 
 # --------------------------------------------------------------------------- model
@@ -1406,7 +1480,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             faults = st.take_faults("instance_all" if inst_all is not None else route,
                                     site.name if site else None, real_pid, dump_type, iid)
-            if self.pre_faults(faults):
+            if self.pre_faults(faults, route):
                 return
             if inst_all is not None:
                 with st.lock:
@@ -1436,7 +1510,7 @@ class Handler(BaseHTTPRequestHandler):
             finish()
             self.finish_hook = None
 
-    def pre_faults(self, faults):
+    def pre_faults(self, faults, route=None):
         """Apply the faults that act before or instead of the answer; True when one answered."""
         for f in faults:
             if f["kind"] == "latency":
@@ -1452,6 +1526,33 @@ class Handler(BaseHTTPRequestHandler):
             if f["kind"] == "malformed":
                 b = f.get("body") or '[{"id": 4100, "name": "w3wp", "machineName": '
                 self.send_bytes(200, b.encode() if isinstance(b, str) else bytes(b), faults=faults)
+                return True
+            if f["kind"] == "redirect":
+                loc = f.get("location") or (
+                    "https://login.microsoftonline.com/common/oauth2/authorize?redirect_uri="
+                    + quote("http://%s%s" % (self.host(), self.path), safe=""))
+                body = ('<head><title>Document Moved</title></head><body><h1>Object Moved</h1>This '
+                        'document may be found <a HREF="%s">here</a></body>' % loc).encode()
+                self.send_bytes(int(f.get("status", 302)), body, ctype="text/html; charset=UTF-8",
+                                headers=[("Location", loc)], reason=f.get("reason"))
+                return True
+            if f["kind"] == "gzip_bomb":
+                body = gzip_bomb(int(f.get("inflated_bytes", 1 << 30)))
+                self.send_response(200, "OK")
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.write_body([memoryview(body)], faults, total=len(body), before_last=self.finish_hook)
+                return True
+            if f["kind"] == "oversized":
+                if route == "list" or f.get("processes") is not None or route is None:
+                    body = oversized_list(self.host(), f.get("bytes"), f.get("processes"))
+                else:
+                    pad = int(f.get("bytes") or 50 << 20)
+                    body = json.dumps({"id": 4100, "name": "w3wp", "machineName": "RD0000000000",
+                                       "command_line": "x" * pad}).encode()
+                self.send_bytes(200, body, faults=faults)
                 return True
         return False
 
@@ -1565,7 +1666,7 @@ class Handler(BaseHTTPRequestHandler):
         href = "http://" + self.host() + base
         with self.st.lock:
             procs = inst.sorted_procs()
-        items = [inst.list_item(p, href) for p in procs]
+        items = duplicate_ids([inst.list_item(p, href) for p in procs], faults, "id")
         return self.send_json(200, items, faults=faults)
 
     def do_details(self, site, inst, base, rest, proc, faults):
@@ -1708,7 +1809,8 @@ class Handler(BaseHTTPRequestHandler):
         if route == "list":
             with self.st.lock:
                 procs = sorted(inst.procs.values(), key=lambda p: p["pid"])
-            return self.send_json(200, [inst.linux_list_item(p) for p in procs], faults=faults)
+            return self.send_json(200, duplicate_ids([inst.linux_list_item(p) for p in procs],
+                                                     faults, "pid"), faults=faults)
         if route == "details":
             if proc is None:
                 return self.problem(400, "ArgumentException", "Unable to discover a target process.")
@@ -1840,6 +1942,25 @@ class Handler(BaseHTTPRequestHandler):
                     out.write(p)
             release()
         self.raw_write(b"0\r\n\r\n")
+
+
+def duplicate_ids(items, faults, key):
+    """The "duplicate_ids" fault: each item whose id is in the fault's "pids" (default: all)
+    is listed twice in a row; with "rename": true the copy's name gets "-dup" appended."""
+    for f in faults:
+        if f["kind"] != "duplicate_ids":
+            continue
+        pids = f.get("pids")
+        out = []
+        for it in items:
+            out.append(it)
+            if pids is None or it[key] in pids:
+                d = dict(it)
+                if f.get("rename"):
+                    d["name"] = d["name"] + "-dup"
+                out.append(d)
+        items = out
+    return items
 
 
 def arr_affinity(cookie_header):

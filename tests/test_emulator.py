@@ -777,3 +777,156 @@ def test_windows_threads_and_modules(make_emulator):
     assert request(emu, "/win/api/processes/99999/threads")[0] == 404
     assert request(emu, "/win/api/processes/99999/modules")[0] == 404
     assert get_json(emu, "/win/api/processes/0/threads")[0]["id"] == 4100 * 4 + 4
+
+
+# ---------------------------------------------------------------- rate cap (issue 18)
+
+def _timed_read(emu, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=60)
+    c.request("GET", path, headers=dict(headers or {}, Authorization=basic(emu.user, emu.password)))
+    r = c.getresponse()
+    t = time.monotonic()
+    n = 0
+    while True:
+        b = r.read(1 << 20)
+        if not b:
+            break
+        n += len(b)
+    el = time.monotonic() - t
+    c.close()
+    return r.status, n, el
+
+
+def test_rate_cap_site_server_fault_and_cli(make_emulator):
+    # 30 MiB at 20 MiB/s = 1.5 s; a cap is never beaten by more than the socket buffers
+    emu = make_emulator({"rate_mbps": 20, "sites": {"demo": {"full_size": 30 << 20, "dump_delay": 0},
+                                                   "fast": {"full_size": 30 << 20, "rate_mbps": 60},
+                                                   "lx": {"platform": "linux", "full_size": 10 << 20,
+                                                          "rate_mbps": 10}}})
+    status, n, el = _timed_read(emu, "/demo/api/processes/4292/dump?dumpType=2")
+    assert status == 200 and n == 30 << 20
+    assert 1.5 * 0.97 <= el < 1.5 * 1.5, el
+    status, n, el = _timed_read(emu, "/fast/api/processes/4292/dump?dumpType=2")
+    assert 0.5 * 0.97 <= el < 0.5 * 2, el
+    status, n, el = _timed_read(emu, "/lx/api/processes/85/dump?type=Full")
+    assert n == 10 << 20 and 1.0 * 0.97 <= el < 1.5, el
+    status, n, el = _timed_read(emu, "/fast/api/processes/4292/dump?dumpType=2&format=zip")
+    assert status == 200 and n > 30 << 20 and el >= 0.5 * 0.97, el
+    emu.add_fault(route="dump", kind="rate", mbps=40, count=1)
+    status, n, el = _timed_read(emu, "/demo/api/processes/4292/dump?dumpType=2")
+    assert 0.75 * 0.97 <= el < 0.75 * 2, el
+    # JSON is never capped
+    t = time.monotonic()
+    get_json(emu, "/demo/api/processes")
+    assert time.monotonic() - t < 0.5
+    p = subprocess.Popen(["/usr/bin/python3", kudu_emulator.__file__, "--port", "0", "--rate-mbps", "8",
+                          "--spec", '{"sites": {"demo": {"mini_size": 4194304, "dump_delay": 0}}}'],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        e = Emulator()
+        e.port = int(p.stdout.readline().rsplit(":", 1)[1])
+        status, n, el = _timed_read(e, "/demo/api/processes/4292/dump?dumpType=1")
+        assert n == 4 << 20 and 0.5 * 0.97 <= el < 1.0, el
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(5) == 0
+        p.stdout.close()
+
+
+# ---------------------------------------------------------------- hostile servers (issue 17)
+
+def test_trickle_fault(make_emulator):
+    emu = make_emulator(SMALL)
+    emu.add_fault(route="dump", kind="trickle", after_bytes=1000, seconds=0.2, bytes=5, count=1)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert len(r.read(1000)) == 1000
+    t = time.monotonic()
+    assert len(r.read(5)) == 5
+    assert time.monotonic() - t >= 0.7  # one byte each 0.2 s
+    rest = r.read()
+    assert time.monotonic() - t < 5
+    assert 1000 + 5 + len(rest) == 3 * 1048576 + 5
+    c.close()
+    # without "bytes", it trickles to the end (a client must give up on its own); JSON too
+    emu.add_fault(route="list", kind="trickle", after_bytes=10, seconds=0.4, count=1)
+    c, r = open_response(emu, "/demo/api/processes", timeout=5)
+    assert r.status == 200 and len(r.read(10)) == 10
+    c.sock.settimeout(0.3)  # less than the trickle's gap: the next byte is late
+    with pytest.raises(socket.timeout):
+        r.read(2)
+    c.close()
+
+
+def test_redirect_fault(emulator):
+    emulator.add_fault(route="list", kind="redirect", count=1)
+    status, h, body = request(emulator, "/demo/api/processes")
+    assert status == 302 and h["location"].startswith("https://login.microsoftonline.com/")
+    assert h["content-type"].startswith("text/html")
+    emulator.add_fault(route="dump", kind="redirect", status=307, location="http://127.0.0.1:1/x", count=1)
+    status, h, _ = request(emulator, "/demo/api/processes/4292/dump?dumpType=1")
+    assert status == 307 and h["location"] == "http://127.0.0.1:1/x"
+    assert request(emulator, "/demo/api/processes")[0] == 200
+
+
+def test_gzip_bomb_fault(emulator):
+    emulator.add_fault(route="list", kind="gzip_bomb", inflated_bytes=256 << 20, count=1)
+    status, h, body = request(emulator, "/demo/api/processes")
+    assert status == 200 and h["content-encoding"] == "gzip"
+    assert h["content-type"].startswith("application/json")
+    assert len(body) == int(h["content-length"]) < 512 * 1024
+    import zlib
+    d = zlib.decompressobj(31)
+    total = 0
+    out = d.decompress(body, 1 << 20)
+    while out:
+        total += len(out)
+        out = d.decompress(d.unconsumed_tail, 1 << 20)
+    assert total == 256 << 20 and d.eof
+
+
+def test_oversized_and_duplicate_ids_faults(emulator):
+    emulator.add_fault(route="list", kind="oversized", bytes=8 << 20, count=1)
+    status, _, body = request(emulator, "/demo/api/processes", timeout=30)
+    items = json.loads(body)
+    assert status == 200 and len(body) >= 8 << 20
+    assert len({i["id"] for i in items}) == len(items) > 50000
+    assert set(items[0]) == LIST_KEYS
+    emulator.add_fault(route="list", kind="oversized", processes=100, count=1)
+    assert len(get_json(emulator, "/demo/api/processes")) == 100
+    emulator.add_fault(route="details", kind="oversized", bytes=1 << 20, count=1)
+    assert len(request(emulator, "/demo/api/processes/4292")[2]) > 1 << 20
+    emulator.add_fault(route="list", kind="duplicate_ids", pids=[4292], count=1)
+    ids = [i["id"] for i in get_json(emulator, "/demo/api/processes")]
+    assert sorted(ids) == [4100, 4292, 4292, 5012, 6240]
+    emulator.add_fault(route="list", kind="duplicate_ids", rename=True, count=1)
+    items = get_json(emulator, "/demo/api/processes")
+    assert len(items) == 8 and {i["name"] for i in items} >= {"w3wp", "w3wp-dup"}
+    assert len(get_json(emulator, "/demo/api/processes")) == 4
+
+
+def test_huge_retry_after(emulator):
+    for status in (429, 503):
+        emulator.add_fault(route="list", kind="status", status=status, retry_after=86400, count=1)
+        got, h, _ = request(emulator, "/demo/api/processes")
+        assert got == status and h["retry-after"] == "86400"
+    emulator.add_fault(route="list", kind="status", status=503, retry_after="Wed, 21 Oct 2099 07:28:00 GMT",
+                       count=1)
+    assert request(emulator, "/demo/api/processes")[1]["retry-after"] == "Wed, 21 Oct 2099 07:28:00 GMT"
+
+
+def test_restart_on_the_same_port_mid_download(make_emulator):
+    emu = make_emulator({"rate_mbps": 4, "sites": {"demo": {"mini_size": 64 << 20, "dump_delay": 0}}})
+    port = emu.port
+    emu.add_fault(route="list", kind="status", status=500)
+    c, r = open_response(emu, "/demo/api/processes/4292/dump?dumpType=1")
+    assert len(r.read(1 << 20)) == 1 << 20
+    emu.restart(down_seconds=0.3)
+    assert emu.port == port
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        r.read()
+    c.close()
+    # the same spec, fresh state: the fault is gone
+    assert request(emu, "/demo/api/processes")[0] == 200
+    assert emu.stats()["requests"]["dump"] == 0
+    emu.restart(hard=True)
+    assert emu.port == port and request(emu, "/demo/api/processes")[0] == 200
