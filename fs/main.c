@@ -76,6 +76,8 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("max_conns=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("prefetch_max=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("command_timeout=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("min_rate=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("max_json=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("insecure", KEY_INSECURE),
 	FUSE_OPT_END,
@@ -104,6 +106,7 @@ static void usage(FILE *out, const char *prog)
 "     connect_timeout=SECS (30)  first_byte_timeout=SECS (900)  stall_timeout=SECS (60)\n"
 "     meta_timeout=SECS (60, each list/details request)\n"
 "     command_timeout=SECS (60, password_command/token_command)\n"
+"     min_rate=BYTES (1K, per second, averaged over stall_timeout)  max_json=SIZE (32M)\n"
 "     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE\n"
 "     max_threads=N (64)  max_idle_threads=N (10)  (FUSE worker threads; each waiting\n"
 "     dump reader holds one), plus the usual FUSE mount options\n"

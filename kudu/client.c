@@ -8,8 +8,12 @@
  *
  * Timeouts are checked by this loop rather than CURLOPT_LOW_SPEED_*: Kudu
  * sends nothing while it writes a dump, which can take minutes, so "no first
- * byte" and "stalled mid-body" need different limits. List and details
- * requests have one more, meta_timeout, on the whole of each attempt.
+ * byte" and "stalled mid-body" need different limits, and curl's low-speed
+ * check counts that silent wait (measured: LOW_SPEED_TIME 2 s fails a
+ * response whose headers come after 5 s). min_rate is the same rule as
+ * curl's, applied from the response headers on. List and details requests
+ * have one more, meta_timeout, on the whole request: every attempt and every
+ * wait between attempts (Retry-After included).
  */
 #include "kudu.h"
 #include "kudu/log.h"
@@ -25,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JSON_BODY_MAX (256u << 20) /* a 10 000-process list is ~2 MiB */
 #define ERROR_BODY_MAX (64u << 10)
 #define MAX_ATTEMPTS 5
 #define RETRY_AFTER_MAX 120.0
@@ -61,6 +64,7 @@ struct client_app {
 };
 
 struct xfer {
+	const struct kudu_config *cfg;
 	CURL *easy;
 	struct curl_slist *headers;
 	char errbuf[CURL_ERROR_SIZE];
@@ -74,7 +78,9 @@ struct xfer {
 	char sent[KUDU_INSTANCE_MAX];     /* the ARRAffinity cookie sent, "" none */
 	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
 	bool affinity_set;                /* ... if any ("" when its value was not an id) */
-	bool rerouted; /* pinned, and another instance answered: abort, body unread */
+	bool rerouted;    /* pinned, and another instance answered: abort, body unread */
+	double rate_t0;   /* min_rate window: its start ... */
+	uint64_t rate_b0; /* ... and the body bytes then */
 };
 
 struct sync_wait {
@@ -279,7 +285,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
 }
 
 static int body_append(struct kudu_request *req, struct xfer *x, const char *data, size_t n,
-		       size_t max)
+		       uint64_t max)
 {
 	if (req->body_len + n > max)
 		return -EFBIG;
@@ -305,6 +311,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 {
 	struct kudu_request *req = arg;
 	struct xfer *x = req->priv;
+	const struct kudu_config *cfg = x->cfg;
 	size_t n = size * nmemb;
 	int c;
 
@@ -334,8 +341,9 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 		return n;
 	}
 	req->bytes += n;
-	/* JSON bodies and error bodies are small; keep them in memory */
-	if (body_append(req, x, data, n, req->status == 200 ? JSON_BODY_MAX : ERROR_BODY_MAX) < 0) {
+	/* JSON bodies (max_json, counted decoded: a gzip bomb stops there) and
+	 * error bodies are kept in memory */
+	if (body_append(req, x, data, n, req->status == 200 ? cfg->max_json : ERROR_BODY_MAX) < 0) {
 		if (req->status != 200)
 			return n; /* an over-long error page: its head is enough */
 		x->local_err = EFBIG;
@@ -484,6 +492,7 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 		return -ENOMEM;
 	}
 	req->priv = x;
+	x->cfg = cfg;
 	x->t_start = kudu_now();
 	req->attempts++;
 
@@ -685,8 +694,16 @@ static void fail_curl(struct kudu_request *req, struct xfer *x, CURLcode rc)
 		break;
 	case CURLE_PARTIAL_FILE:
 		req->err = -EIO;
-		snprintf(req->errmsg, sizeof(req->errmsg), "body cut short: got %llu of %lld bytes",
-			 (unsigned long long)req->bytes, (long long)req->length);
+		if (req->length >= 0 && !x->decoded)
+			snprintf(req->errmsg, sizeof(req->errmsg),
+				 "body cut short: got %llu of %lld bytes",
+				 (unsigned long long)req->bytes, (long long)req->length);
+		else
+			/* chunked (or compressed): no length to compare with */
+			snprintf(
+				req->errmsg, sizeof(req->errmsg),
+				"body cut short after %llu bytes: the connection closed before the body's end",
+				(unsigned long long)req->bytes);
 		break;
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
@@ -711,6 +728,16 @@ static void trace_finish(const struct kudu_request *req, const struct xfer *x, d
 		 req->app->name, req->url, req->status, (unsigned long long)req->bytes,
 		 now - x->t_start, x->t_first ? x->t_first - x->t_start : 0.0,
 		 outcome[0] ? ": " : "", outcome);
+}
+
+/* When the whole request (all attempts, all waits) must be over, 0 for no
+ * bound: meta_timeout for list/details, first_byte_timeout for a dump
+ * (whose retries all come before its first byte). */
+static double request_deadline(const struct kudu_config *cfg, const struct kudu_request *req)
+{
+	unsigned bound = req->kind == KUDU_REQ_JSON ? cfg->meta_timeout : cfg->first_byte_timeout;
+
+	return bound && req->t_begin > 0 ? req->t_begin + bound : 0;
 }
 
 /* Returns true when the request was re-queued for another attempt. */
@@ -747,10 +774,16 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 		client_note_affinity(c, req, x);
 	if (x->local_err) {
 		req->err = -x->local_err;
-		if (x->local_err == EFBIG)
-			snprintf(req->errmsg, sizeof(req->errmsg), "response body too large");
-		else
+		if (x->local_err == EFBIG) {
+			/* the errno table: a body kudufs will not take is EIO */
+			req->err = -EIO;
+			snprintf(req->errmsg, sizeof(req->errmsg),
+				 "response body larger than max_json (%llu bytes%s); not kept",
+				 (unsigned long long)x->cfg->max_json,
+				 x->decoded ? " decompressed" : "");
+		} else {
 			snprintf(req->errmsg, sizeof(req->errmsg), "%s", strerror(x->local_err));
+		}
 	} else if (rc != CURLE_OK) {
 		fail_curl(req, x, rc);
 	} else if (req->status >= 200 && req->status < 300) {
@@ -763,16 +796,25 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 				 (unsigned long long)req->bytes, (long long)req->length);
 		}
 	} else {
+		double deadline = request_deadline(x->cfg, req);
+		double delay = 0;
+		bool past_deadline = false;
+
 		server_message(req, msg, sizeof(msg));
 		if (kudu_status_is_retryable(req->status) && req->attempts < MAX_ATTEMPTS &&
 		    !atomic_load(&req->cancel)) {
-			double delay = 0.5 * (double)(1 << (req->attempts - 1));
-
+			delay = 0.5 * (double)(1 << (req->attempts - 1));
 			curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
 			if (retry_after > 0)
 				delay = (double)retry_after;
 			if (delay > RETRY_AFTER_MAX)
 				delay = RETRY_AFTER_MAX;
+			/* a wait past the request's bound ends it now, with the
+			 * server's answer, rather than at the bound with a timeout */
+			past_deadline = deadline > 0 && now + delay > deadline;
+		}
+		if (kudu_status_is_retryable(req->status) && req->attempts < MAX_ATTEMPTS &&
+		    !atomic_load(&req->cancel) && !past_deadline) {
 			if (kudu_log_tracing()) {
 				char why[64];
 
@@ -803,11 +845,31 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 				req->status,
 				x->reason[0] ? x->reason : kudu_status_reason(req->status),
 				msg[0] ? ": " : "", msg);
+		else if (past_deadline)
+			snprintf(
+				req->errmsg, sizeof(req->errmsg),
+				"%ld %s%s%s (%s %.0f s is past what is left of %s (%u s); not retried)",
+				req->status,
+				x->reason[0] ? x->reason : kudu_status_reason(req->status),
+				msg[0] ? ": " : "", msg,
+				retry_after > 0 ? "Retry-After" : "a retry in",
+				retry_after > 0 ? (double)retry_after : delay,
+				req->kind == KUDU_REQ_JSON ? "meta_timeout" : "first_byte_timeout",
+				req->kind == KUDU_REQ_JSON ? x->cfg->meta_timeout
+							   : x->cfg->first_byte_timeout);
 		else if (kudu_status_is_retryable(req->status))
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s (after %d attempts)",
 				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "",
 				 msg, req->attempts);
-		else
+		else if (req->status >= 300 && req->status < 400) {
+			char *loc = NULL;
+
+			curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &loc);
+			snprintf(req->errmsg, sizeof(req->errmsg),
+				 "%ld %s: redirect to %.300s, not followed", req->status,
+				 x->reason[0] ? x->reason : "Redirect",
+				 loc ? loc : "(no Location)");
+		} else
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s", req->status,
 				 kudu_status_reason(req->status), msg[0] ? ": " : "", msg);
 		if (req->kind == KUDU_REQ_JSON) {
@@ -857,10 +919,10 @@ static void check_timeouts(struct kudu_client *c, double now)
 		if ((cancel = atomic_load(&req->cancel))) {
 			abort_active(c, req, cancel, strerror(cancel));
 		} else if (req->kind == KUDU_REQ_JSON && cfg->meta_timeout &&
-			   now - x->t_start > cfg->meta_timeout) {
+			   now - req->t_begin > cfg->meta_timeout) {
 			snprintf(msg, sizeof(msg),
-				 "no complete response within meta_timeout (%u s)",
-				 cfg->meta_timeout);
+				 "no complete response within meta_timeout (%u s%s)",
+				 cfg->meta_timeout, req->attempts > 1 ? ", retries included" : "");
 			abort_active(c, req, ETIMEDOUT, msg);
 		} else if (!x->t_first && cfg->first_byte_timeout &&
 			   now - x->t_start > cfg->first_byte_timeout) {
@@ -873,6 +935,30 @@ static void check_timeouts(struct kudu_client *c, double now)
 				 "stalled: no data for stall_timeout (%u s) after %llu bytes",
 				 cfg->stall_timeout, (unsigned long long)req->bytes);
 			abort_active(c, req, ETIMEDOUT, msg);
+		} else if (x->t_first && cfg->min_rate && cfg->stall_timeout) {
+			/* curl's low-speed rule over consecutive stall_timeout windows
+			 * from the headers on: a trickle that never stalls still ends */
+			if (!x->rate_t0) {
+				x->rate_t0 = x->t_first;
+				x->rate_b0 = req->bytes;
+			}
+			if (now - x->rate_t0 >= cfg->stall_timeout) {
+				double rate =
+					(double)(req->bytes - x->rate_b0) / (now - x->rate_t0);
+
+				if (rate < (double)cfg->min_rate) {
+					snprintf(
+						msg, sizeof(msg),
+						"too slow: %.0f bytes/s over %.0f s, below min_rate (%llu bytes/s), after %llu bytes",
+						rate, now - x->rate_t0,
+						(unsigned long long)cfg->min_rate,
+						(unsigned long long)req->bytes);
+					abort_active(c, req, ETIMEDOUT, msg);
+				} else {
+					x->rate_t0 = now;
+					x->rate_b0 = req->bytes;
+				}
+			}
 		}
 	}
 }
@@ -889,7 +975,8 @@ static void start_waiting(struct kudu_client *c, double now, double *next_due)
 			prev = req;
 			continue;
 		}
-		if (req->kind == KUDU_REQ_JSON && c->active_json >= c->cfg->max_conns) {
+		if (req->kind == KUDU_REQ_JSON && c->active_json >= c->cfg->max_conns &&
+		    !(request_deadline(c->cfg, req) > 0 && now > request_deadline(c->cfg, req))) {
 			prev = req;
 			continue;
 		}
@@ -904,6 +991,17 @@ static void start_waiting(struct kudu_client *c, double now, double *next_due)
 		if (atomic_load(&req->cancel)) {
 			req->err = -atomic_load(&req->cancel);
 			snprintf(req->errmsg, sizeof(req->errmsg), "%s", strerror(-req->err));
+			complete(req);
+			continue;
+		}
+		if (req->kind == KUDU_REQ_JSON && request_deadline(c->cfg, req) > 0 &&
+		    now > request_deadline(c->cfg, req)) {
+			/* queued behind max_conns others for all of meta_timeout */
+			req->err = -ETIMEDOUT;
+			snprintf(
+				req->errmsg, sizeof(req->errmsg),
+				"no complete response within meta_timeout (%u s): waited for a connection (max_conns %u)",
+				c->cfg->meta_timeout, c->cfg->max_conns);
 			complete(req);
 			continue;
 		}
@@ -1071,6 +1169,8 @@ void kudu_client_submit(struct kudu_client *c, struct kudu_request *req)
 	bool stopping;
 
 	req->priv_next = NULL;
+	if (req->attempts == 0)
+		req->t_begin = kudu_now(); /* a new request, not a retry of one */
 	pthread_mutex_lock(&c->lock);
 	stopping = c->stopping;
 	if (!stopping) {

@@ -63,6 +63,12 @@ void kudu_config_init(struct kudu_config *cfg)
 	/* password_command/token_command: long enough for gpg-agent to ask for a
 	 * passphrase, short enough that a hung `az` does not hang the mount */
 	cfg->command_timeout = 60;
+	/* a body slower than this over stall_timeout is a trickle, not a dump:
+	 * it would hold the app's one dump slot for hours */
+	cfg->min_rate = 1024;
+	/* 100 000 processes at ~300 bytes per list item (Kudu's, pretty-printed;
+	 * ARM's envelope is larger per item, but ARM pages it) */
+	cfg->max_json = 32ULL << 20;
 }
 
 static void app_free(struct kudu_app *app)
@@ -293,6 +299,19 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		if (kudu_parse_size(value, &cfg->cache_max) < 0) {
 			set_err(err, errlen, "cache_max: '%s' is not a size (e.g. 512M, 20G)",
 				value);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!strcmp(key, "min_rate") || !strcmp(key, "max_json")) {
+		uint64_t *dst = !strcmp(key, "min_rate") ? &cfg->min_rate : &cfg->max_json;
+
+		if (kudu_parse_size(value, dst) < 0) {
+			set_err(err, errlen, "%s: '%s' is not a size in bytes (e.g. 1K, 32M)", key, value);
+			return -EINVAL;
+		}
+		if (dst == &cfg->max_json && (*dst < 4096 || *dst > (1ULL << 30))) {
+			set_err(err, errlen, "max_json: must be 4K..1G");
 			return -EINVAL;
 		}
 		return 0;

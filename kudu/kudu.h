@@ -74,6 +74,8 @@ struct kudu_config {
 	unsigned max_conns;
 	unsigned prefetch_max;    /* readdir prefetches details only up to this many processes */
 	unsigned command_timeout; /* password_command/token_command run limit, 0: none */
+	uint64_t min_rate;        /* bytes/s a body must average over stall_timeout, 0: none */
+	uint64_t max_json;        /* largest list/details body kept in memory (decoded) */
 	bool insecure;
 	char *ca_file;
 	char *arm_endpoint; /* [kudufs] arm_endpoint, NULL: KUDU_ARM_ENDPOINT_DEFAULT */
@@ -191,6 +193,7 @@ struct kudu_request {
 	void *priv;      /* struct xfer while on the wire */
 	void *priv_sync; /* kudu_client_fetch's waiter */
 	double t_retry;  /* not before this time (backoff) */
+	double t_begin;  /* first submission: meta_timeout counts from here, retries included */
 	struct kudu_request *priv_next;
 };
 

@@ -137,3 +137,215 @@ password_file = {pw}
     r = run(["--check", "--config", cfg], tmp_path)
     assert r.returncode == 1
     assert f"{cfg}:7: a second [app demo] section (the first is at line 1); merge them" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- the client
+# kudu/ against a hostile server written here (raw sockets: exact bytes on
+# the wire), through build/tools/kudu_fetch; no FUSE.
+
+import gzip  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+TOOLS = os.environ.get("KUDUFS_TOOLS_DIR", os.path.join(ROOT, "build", "tools"))
+FETCH = os.path.join(TOOLS, "kudu_fetch")
+
+
+class HostileServer:
+    """127.0.0.1 server: answer(sock, request_head) writes whatever it wants
+    for each connection. .requests counts them."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                b = conn.recv(4096)
+                if not b:
+                    return
+                head += b
+            self.requests += 1
+            self.answer(conn, head.decode("latin-1"))
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(2)
+                while conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+            conn.close()
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+
+
+@pytest.fixture
+def hostile():
+    servers = []
+
+    def make(answer):
+        s = HostileServer(answer)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def fetch(url, *args, opts=(), timeout=60, tmp=None):
+    assert os.path.exists(FETCH), "build/tools/kudu_fetch missing: run make"
+    env = dict(os.environ, KUDUFS_USER="u", KUDUFS_PASSWORD="p", HOME=str(tmp or "/nonexistent"))
+    cmd = [FETCH]
+    for o in opts:
+        cmd += ["-o", o]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd + [url] + [str(a) for a in args], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    line = p.stdout.strip()
+    f = dict(re.findall(r"(\w+)=(\S*)", line.split(" msg=")[0]))
+    f["msg"] = line.split(" msg=", 1)[1] if " msg=" in line else ""
+    f["ok"] = line.startswith("OK ")
+    f["line"] = line
+    f["elapsed"] = time.monotonic() - t0
+    return f
+
+
+def respond(conn, status, headers=(), body=b""):
+    h = [f"HTTP/1.1 {status}"] + list(headers)
+    if not any(x.lower().startswith(("content-length", "transfer-encoding")) for x in headers):
+        h.append(f"Content-Length: {len(body)}")
+    conn.sendall(("\r\n".join(h) + "\r\n\r\n").encode() + body)
+
+
+def test_retry_after_past_meta_timeout_ends_now(hostile):
+    srv = hostile(lambda c, h: respond(c, "503 Service Unavailable", ["Retry-After: 3600",
+                                       "Content-Type: application/json"], b'{"Message":"scaling"}'))
+    f = fetch(srv.url, "list", opts=["meta_timeout=5"])
+    assert not f["ok"] and f["errno"] == "EIO", f["line"]
+    assert "503 Service Unavailable: scaling (Retry-After 3600 s is past what is left of meta_timeout (5 s); not retried)" \
+        in f["msg"], f["msg"]
+    assert f["elapsed"] < 3 and srv.requests == 1
+
+
+def test_meta_timeout_bounds_retries_and_their_waits(hostile):
+    srv = hostile(lambda c, h: respond(c, "503 Service Unavailable", ["Retry-After: 1"]))
+    f = fetch(srv.url, "list", opts=["meta_timeout=2"])
+    assert not f["ok"] and f["errno"] in ("EIO", "ETIMEDOUT"), f["line"]
+    assert f["elapsed"] < 3.5, f["line"]
+    assert 1 <= srv.requests <= 3
+
+
+def test_meta_timeout_counts_a_hung_retry(hostile):
+    n = {"i": 0}
+
+    def answer(c, h):
+        n["i"] += 1
+        if n["i"] == 1:
+            respond(c, "503 Service Unavailable", ["Retry-After: 1"])
+        else:
+            time.sleep(10)  # the retry hangs
+    srv = hostile(answer)
+    f = fetch(srv.url, "list", opts=["meta_timeout=3"])
+    assert f["errno"] == "ETIMEDOUT" and "meta_timeout (3 s, retries included)" in f["msg"], f["line"]
+    assert f["elapsed"] < 4.5 and srv.requests == 2
+
+
+def test_json_over_max_json_is_eio(hostile):
+    body = b"[" + b",".join(b'{"id":%d,"name":"p"}' % i for i in range(5000)) + b"]"
+    srv = hostile(lambda c, h: respond(c, "200 OK", ["Content-Type: application/json"], body))
+    f = fetch(srv.url, "list", opts=["max_json=16K"])
+    assert f["errno"] == "EIO" and "larger than max_json (16384 bytes)" in f["msg"], f["line"]
+    assert fetch(srv.url, "list", opts=["max_json=1M"])["ok"]
+
+
+def test_gzip_bomb_stops_at_max_json(hostile):
+    bomb = gzip.compress(b"[" + b" " * (200 << 20) + b"]", 9)  # 200 MiB of JSON in ~200 KiB
+
+    def answer(c, h):
+        assert "gzip" in h.lower()
+        respond(c, "200 OK", ["Content-Type: application/json", "Content-Encoding: gzip"], bomb)
+    srv = hostile(answer)
+    f = fetch(srv.url, "list", opts=["max_json=1M"])
+    assert f["errno"] == "EIO" and "larger than max_json (1048576 bytes decompressed)" in f["msg"], f["line"]
+    assert f["elapsed"] < 10
+
+
+def test_redirect_is_named_not_followed(hostile):
+    srv = hostile(lambda c, h: respond(c, "302 Found", ["Location: https://login.example.net/signin?x=1"]))
+    f = fetch(srv.url, "list")
+    assert f["errno"] == "EIO" and f["status"] == "302", f["line"]
+    assert f["msg"] == "302 Found: redirect to https://login.example.net/signin?x=1, not followed", f["msg"]
+    assert srv.requests == 1
+
+
+def test_cut_chunked_body_message(hostile, tmp_path):
+    def answer(c, h):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):
+            c.sendall(b"1000\r\n" + b"M" * 0x1000 + b"\r\n")
+        # cut: no terminating chunk
+    srv = hostile(answer)
+    f = fetch(srv.url, "dump", 1, 1, tmp_path / "out.dmp", tmp=tmp_path)
+    assert f["errno"] == "EIO", f["line"]
+    assert "-1" not in f["msg"] and "body cut short after 12288 bytes" in f["msg"], f["msg"]
+
+
+def test_trickle_below_min_rate_ends(hostile, tmp_path):
+    def answer(c, h):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                  b"Content-Length: 1000000\r\n\r\n")
+        for _ in range(60):
+            c.sendall(b"x" * 100)  # 200 bytes/s: never stalls, never finishes
+            time.sleep(0.5)
+    srv = hostile(answer)
+    f = fetch(srv.url, "dump", 1, 1, tmp_path / "out.dmp", opts=["stall_timeout=2", "min_rate=1K"],
+              tmp=tmp_path)
+    assert f["errno"] == "ETIMEDOUT" and "below min_rate (1024 bytes/s)" in f["msg"], f["line"]
+    assert f["elapsed"] < 6, f["line"]
+
+
+def test_slow_but_steady_body_is_fine(hostile, tmp_path):
+    def answer(c, h):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                  b"Content-Length: 12000\r\n\r\n")
+        for _ in range(12):
+            c.sendall(b"y" * 1000)  # 4 KB/s for 3 s
+            time.sleep(0.25)
+    srv = hostile(answer)
+    f = fetch(srv.url, "dump", 1, 1, tmp_path / "out.dmp", opts=["stall_timeout=1", "min_rate=1K"],
+              tmp=tmp_path)
+    assert f["ok"] and f["bytes"] == "12000", f["line"]
+    # the first byte may take longer than stall_timeout: Kudu writes the dump first
+    def late(c, h):
+        time.sleep(2.5)
+        respond(c, "200 OK", ["Content-Type: application/octet-stream"], b"z" * 5000)
+    srv2 = hostile(late)
+    f = fetch(srv2.url, "dump", 1, 1, tmp_path / "out2.dmp", opts=["stall_timeout=1", "min_rate=1K"],
+              tmp=tmp_path)
+    assert f["ok"] and f["bytes"] == "5000", f["line"]
