@@ -12,6 +12,7 @@
 """
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -530,6 +531,54 @@ def check_fstab_line(root, emulator):
                     timeout=15), "kudufs did not exit after umount"
 
 
+def check_boot_unit(root, emulator):
+    """kudufs@prod.service's ExecStart= as systemd would run it (specifiers expanded, as
+    the kudufs user with the unit's bounding set, the unit's directories): it mounts, the
+    kudufs user reads the mount, and SIGTERM (systemctl stop) unmounts it."""
+    unit = root.run(["cat", "/lib/systemd/system/kudufs@.service"]).stdout
+    execs = [l.split("=", 1)[1] for l in unit.splitlines() if l.startswith("ExecStart=")]
+    assert len(execs) == 1, execs
+    spec = {"%i": "prod", "%C": "/var/cache", "%t": "/run", "%%": "%"}
+    argv = [re.sub(r"%[iCt%]", lambda m: spec[m.group(0)], w) for w in shlex.split(execs[0])
+            if w != "$KUDUFS_OPTIONS"]
+    assert argv[0] == "/usr/bin/kudufs" and "-f" in argv and argv[-1] == "/run/kudufs/prod", argv
+    bset = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1)
+    caps = ",".join("+" + c.lower().replace("cap_", "") for c in bset.split())
+    setup = r'''
+set -e
+mknod /tmp/fuse c 10 229 && chmod 666 /tmp/fuse && mount --bind /tmp/fuse /dev/fuse
+install -d -o kudufs -g kudufs -m 0755 /run/kudufs/prod
+install -d -o kudufs -g kudufs -m 0700 /var/cache/kudufs/prod
+umask 077
+printf "%s\n" "$PW" >/etc/kudufs/demo.pass
+printf "[app demo]\nurl = %s\nuser = %s\npassword_file = /etc/kudufs/demo.pass\n" "$URL" "$USR" >/etc/kudufs/prod.conf
+chown kudufs:kudufs /etc/kudufs/demo.pass /etc/kudufs/prod.conf
+'''
+    r = root.run(["sh", "-c", setup], env={"PW": emulator.password, "URL": emulator.url("demo"),
+                                           "USR": emulator.user})
+    assert r.returncode == 0, r.stderr
+    as_kudufs = ["setpriv", "--reuid=kudufs", "--regid=kudufs", "--init-groups", "--inh-caps=-all",
+                 "--bounding-set=-all," + caps]
+    r = root.run(["sh", "-c", '"$@" >/tmp/unit.log 2>&1 </dev/null & echo $!', "sh"] + as_kudufs
+                 + ["env", "HOME=/var/lib/kudufs"] + argv)
+    pid = int(r.stdout.strip())
+    mounted = lambda: " /run/kudufs/prod fuse" in root.run(["cat", "/proc/self/mounts"]).stdout
+    try:
+        assert wait_for(mounted, timeout=20), root.run(["cat", "/tmp/unit.log"]).stdout
+        r = root.run(as_kudufs + ["ls", "/run/kudufs/prod/demo"])
+        assert r.returncode == 0 and "processes.json" in r.stdout.split(), r.stdout + r.stderr
+    finally:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    assert wait_for(lambda: not mounted() and not os.path.exists("/proc/%d" % pid), timeout=15), \
+        "SIGTERM did not unmount: " + root.run(["cat", "/tmp/unit.log"]).stdout
+    # the administrator's files go before the purge; the unit's cache dir is the package's
+    assert root.run(["rm", "/etc/kudufs/prod.conf", "/etc/kudufs/demo.pass"]).returncode == 0
+    assert root.lexists("var/cache/kudufs/prod")
+
+
 def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
     need_root()
     path = str(deb[0][0])
@@ -570,6 +619,7 @@ def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
         assert r.returncode == 0 and "_kudufs_to_blob" in r.stdout and "_fusermount" in r.stdout, r.stdout + r.stderr
 
         check_fstab_line(root, emulator)
+        check_boot_unit(root, emulator)
 
         r = root.run(["dpkg", "--purge", "kudufs"])
         assert r.returncode == 0, r.stdout + r.stderr
