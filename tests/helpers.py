@@ -8,7 +8,7 @@ Processes and mounts
   run(cmd, **kw)                   subprocess.run, text output captured, 120 s unless given
   sh(script, **kw)                 run(["/bin/sh", "-c", script])
   wait_for(pred, timeout=15)       poll pred() until true; its last value (falsy on timeout)
-  stop_process(proc, timeout=5)    wait, then SIGKILL; the exit status
+  stop_process(proc, timeout=5, term=False)  (SIGTERM,) wait, then SIGKILL; the exit status
   wait_mounted(path, proc, timeout=15)   until path is a mount point (False if proc died first)
   unmount(path, proc=None)         fusermount3 -u, then -uz; then stop_process(proc)
   force_unmount(path)              fusermount3 -u, then -uz if still mounted
@@ -75,9 +75,15 @@ def wait_for(pred, timeout=15.0, step=0.05):
     return pred()
 
 
-def stop_process(proc, timeout=5):
-    """Wait up to timeout for proc to exit, then SIGKILL it; its exit status."""
+def stop_process(proc, timeout=5, term=False):
+    """Wait up to timeout for proc to exit (after a SIGTERM if term), then SIGKILL
+    it; its exit status."""
     if proc.poll() is None:
+        if term:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
