@@ -35,7 +35,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT, fuse_mounts_under, read_rss_hwm, run, wait_for
+from conftest import (ROOT, force_unmount, fuse_mounts_under, read_rss_hwm, run, stop_process, wait_for,
+                      write_private)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -91,27 +92,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop_pid(proc, timeout=10):
-    """SIGTERM the process by its pid, wait, then SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def write_private(path, text):
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return str(path)
 
 
 def need(*tools):
@@ -187,7 +167,8 @@ class Azurite:
         return self
 
     def stop(self):
-        stop_pid(self.proc)
+        if self.proc is not None:
+            stop_process(self.proc, 10, term=True)
 
     def log(self):
         try:
@@ -311,8 +292,7 @@ def blob_env(tmp_path, azurite, kudufs_bin):
         assert not [p for p in os.listdir(tmp) if p.startswith("kudufs-to-blob.")], "work dir left behind"
     finally:
         for mnt in fuse_mounts_under(tmp):
-            subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-            subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+            force_unmount(mnt)
         for p in tmp_path.iterdir():  # the test's own files too (configs, logs, runs)
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
@@ -1063,7 +1043,7 @@ def run_on_pty(args, env, timeout=120):
         proc.wait(30)
     finally:
         os.close(master)
-        stop_pid(proc)
+        stop_process(proc, 10, term=True)
     text = term.decode(errors="replace")
     print("$ kudufs-to-blob %s (stderr on a pty)\n-> exit %s\n%s\n--- terminal:\n%r" % (
         " ".join(args), proc.returncode, out, text[-4000:]))
@@ -1157,7 +1137,7 @@ class Webhook:
             return e.code, e.read().decode()
 
     def stop(self):
-        stop_pid(self.proc)
+        stop_process(self.proc, 10, term=True)
 
 
 def runs_of(d):
@@ -1418,7 +1398,7 @@ def test_full_dump_3gib_flat_rss(make_emulator, mount, azurite, blob_env, capsys
             assert time.monotonic() - t0 < 1800, "kudufs-to-blob took over 30 min"
         out, err = proc.communicate()
     finally:
-        stop_pid(proc)
+        stop_process(proc, 10, term=True)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, (out, err)
     (line,) = out.splitlines()
