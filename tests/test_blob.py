@@ -739,12 +739,15 @@ def test_alert_payloads_in_fixtures_parse():
 
 # --------------------------------------------------------------------------- alert parsing, property-based
 
-def _hyp():
+def _hyp(tmp_path):
+    """hypothesis, and its strategies; its caches go to tmp_path, not the work tree."""
     try:
         import hypothesis as h
+        import hypothesis.configuration
         from hypothesis import strategies as st
     except ImportError:
         pytest.fail("python3-hypothesis missing (run scripts/install-deps test)")
+    hypothesis.configuration.set_hypothesis_home_dir(str(tmp_path / "hypothesis"))
     return h, st
 
 
@@ -803,12 +806,12 @@ def _parse_ok_or_alert_error(mod, raw):
     return a
 
 
-def test_alert_parsing_property_based():
+def test_alert_parsing_property_based(tmp_path):
     """Random mutations of the sample payloads (any JSON value at any path: wrong types,
     missing fields, huge arrays), random bytes and random JSON documents: the parser
     returns a well-formed selection or raises AlertError with a one-line message, never
     anything else."""
-    h, st = _hyp()
+    h, st = _hyp(tmp_path)
     mod = load_script()
     samples = _samples()
     mutations = [(i, p) for i, d in enumerate(samples) for p in _paths(d)]
@@ -858,7 +861,7 @@ def test_alert_parsing_property_based():
 def test_alert_bad_payloads_end_to_end(tmp_path, blob_env):
     """Through the command line: a bad payload (on stdin or in a file) is one FAIL line on
     stdout naming the problem, exit 1, no traceback; an oversized one too."""
-    h, st = _hyp()
+    h, st = _hyp(tmp_path)
     empty = tmp_path / "empty-mount"
     empty.mkdir()
     samples = _samples()
