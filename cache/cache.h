@@ -12,14 +12,14 @@
  * ==== Concurrency ====
  *
  * Threads
- *   FUSE workers  libfuse's fuse_loop_mt (at most 64, 10 kept idle; with -s
- *                 the main thread alone). Every fs/ operation, and so every
- *                 cache_* call, runs on one. A worker may block: on
- *                 meta_cond while another worker fetches the same list or
- *                 details, in kudu_client_fetch() for its own fetch, on a
- *                 capture's cond until its dump bytes land (waking every
- *                 200 ms to poll the interrupted callback), and in
- *                 token_command after a dump's 401.
+ *   FUSE workers  libfuse's fuse_loop_mt (max_threads, 64 by default, and
+ *                 max_idle_threads; with -s the main thread alone). Every
+ *                 fs/ operation, and so every cache_* call, runs on one.
+ *                 A worker may block: on meta_cond while another worker
+ *                 fetches the same list or details, in kudu_client_fetch()
+ *                 for its own fetch, on a capture's cond until its dump
+ *                 bytes land (waking every 200 ms to poll the interrupted
+ *                 callback), and in token_command after a dump's 401.
  *   transfer      kudu/client.c, one per client: drives libcurl and calls
  *                 every request's on_progress and on_done (capture.c's
  *                 on_progress/on_done, meta.c's prefetch_done, the waker
