@@ -29,6 +29,7 @@ int cache_new(struct cache **out, struct kudu_config *cfg, struct kudu_client *c
 	pthread_mutex_init(&c->meta_lock, NULL);
 	pthread_cond_init(&c->meta_cond, NULL);
 	pthread_mutex_init(&c->cap_lock, NULL);
+	pthread_cond_init(&c->readers_left, NULL);
 	rc = cache_spool_init(c, err, errlen);
 	if (rc < 0) {
 		cache_free(c);
@@ -49,6 +50,7 @@ void cache_free(struct cache *c)
 	pthread_mutex_destroy(&c->meta_lock);
 	pthread_cond_destroy(&c->meta_cond);
 	pthread_mutex_destroy(&c->cap_lock);
+	pthread_cond_destroy(&c->readers_left);
 	free(c->meta);
 	free(c->dumps);
 	free(c->spool_dir);

@@ -207,6 +207,12 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, off_t off,
 			   cache_interrupted_fn interrupted, int *fd);
 void cache_capture_release(struct cache *c, struct capture *cap);
+/* The session is about to end with readers still waiting (SIGTERM on a busy
+ * mount): every wait, now and later, returns -ENOTCONN. Returns once no
+ * reader is waiting any more, or after timeout_ms, so that their replies go
+ * out before libfuse cancels its workers (a cancelled worker never replies,
+ * and its reader would get the kernel's ECONNABORTED). */
+void cache_readers_leave(struct cache *c, int timeout_ms);
 /* Size of a complete, unexpired capture, else -ENOENT. */
 int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
 		       uint64_t *size);

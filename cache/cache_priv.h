@@ -122,6 +122,9 @@ struct cache {
 	unsigned long seq;        /* cap_lock: spool file names */
 	char *spool_dir;          /* immutable: cache_dir/spool-<pid> */
 	uint64_t stat_captures, stat_failures; /* cap_lock */
+	bool readers_leave;          /* cap_lock: the session ends: waiting readers get ENOTCONN */
+	unsigned readers_waiting;    /* cap_lock: readers inside cache_capture_wait */
+	pthread_cond_t readers_left; /* with cap_lock: readers_waiting dropped to 0 */
 };
 
 /* spool.c */

@@ -182,9 +182,14 @@ static void on_done(struct kudu_request *req)
 			free(cap->path);
 			cap->path = NULL;
 		}
-		/* no ftruncate: a reader between wait and pread would see a
-		 * short read, i.e. a clean EOF on a cut dump; the fd is private
-		 * and the space goes when the last reference closes it */
+		/* and its blocks go now, not when the last reference closes the
+		 * fd: a failed capture stays in the table until read again, and
+		 * a full disk is often why it failed. A reader between wait and
+		 * pread gets a short read, which cache_capture_read turns into
+		 * this capture's error, never an EOF. */
+		if (cap->fd >= 0 && ftruncate(cap->fd, 0) < 0)
+			kudu_log(LOG_WARNING, "%s/%d: %s: cannot free its spool: %s", app, cap->pid,
+				 cap_kind(cap), strerror(errno));
 	}
 	pthread_cond_broadcast(&cap->cond);
 	if (d->active == cap) {
@@ -405,6 +410,11 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 		pthread_mutex_unlock(&c->cap_lock);
 		return -ENOENT;
 	}
+	if (c->readers_leave) {
+		pthread_mutex_unlock(&c->cap_lock);
+		return -ENOTCONN;
+	}
+	c->readers_waiting++;
 	begin_locked(c, cap);
 	for (;;) {
 		if (cap->state == CAP_FAILED && cap->err == -EACCES && retry_auth_locked(c, cap))
@@ -426,6 +436,10 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 			cap->last_used = kudu_now();
 			break;
 		}
+		if (c->readers_leave) {
+			n = -ENOTCONN; /* what the README promises a reader at SIGTERM */
+			break;
+		}
 		if (interrupted && interrupted()) {
 			n = -EINTR;
 			break;
@@ -441,8 +455,31 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 		}
 		pthread_cond_timedwait(&cap->cond, &c->cap_lock, &ts);
 	}
+	if (--c->readers_waiting == 0 && c->readers_leave)
+		pthread_cond_broadcast(&c->readers_left);
 	pthread_mutex_unlock(&c->cap_lock);
 	return n;
+}
+
+void cache_readers_leave(struct cache *c, int timeout_ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&c->cap_lock);
+	c->readers_leave = true;
+	for (struct capture *cap = c->captures; cap; cap = cap->next)
+		pthread_cond_broadcast(&cap->cond);
+	while (c->readers_waiting > 0 &&
+	       pthread_cond_timedwait(&c->readers_left, &c->cap_lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&c->cap_lock);
 }
 
 ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size, off_t off,

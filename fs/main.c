@@ -284,6 +284,7 @@ struct fs_signals {
 	pthread_t thread;
 	pthread_t main_thread;
 	struct fuse_session *se;
+	struct cache *cache;    /* its waiting readers are answered before the session ends */
 	const char *mountpoint; /* absolute: fuse_daemonize() chdirs to / */
 	atomic_int stopping;    /* teardown: the next signal only wakes the thread */
 	sigset_t set;
@@ -323,6 +324,9 @@ static void *fs_signal_thread(void *arg)
 		return NULL;
 	kudu_log(LOG_WARNING, "%s is busy; ending the session (its readers get ENOTCONN)",
 		 s->mountpoint);
+	/* answered now: libfuse cancels the workers still waiting when the
+	 * loop ends, and their readers would get ECONNABORTED */
+	cache_readers_leave(s->cache, 2000);
 	fuse_session_exit(s->se);
 	pthread_kill(s->main_thread, SIGUSR2);
 	return NULL;
@@ -338,7 +342,8 @@ static void fs_signals_block(struct fs_signals *s)
 	pthread_sigmask(SIG_BLOCK, &s->set, NULL);
 }
 
-static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, const char *mountpoint)
+static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, struct cache *cache,
+			    const char *mountpoint)
 {
 	struct sigaction sa = { .sa_handler = fs_signal_wake };
 
@@ -346,6 +351,7 @@ static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, const
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR2, &sa, NULL); /* no SA_RESTART: the loop must see EINTR */
 	s->se = se;
+	s->cache = cache;
 	s->mountpoint = mountpoint;
 	s->main_thread = pthread_self();
 	atomic_store(&s->stopping, 0);
@@ -481,7 +487,7 @@ int main(int argc, char *argv[])
 		kudu_log(LOG_ERR, "%s", err);
 		goto out_client;
 	}
-	if (fs_signals_start(&sig, fuse_get_session(fuse), mnt_abs) < 0) {
+	if (fs_signals_start(&sig, fuse_get_session(fuse), k.cache, mnt_abs) < 0) {
 		kudu_log(LOG_ERR, "cannot start the signal thread");
 		goto out_cache;
 	}

@@ -349,3 +349,94 @@ def test_slow_but_steady_body_is_fine(hostile, tmp_path):
     f = fetch(srv2.url, "dump", 1, 1, tmp_path / "out2.dmp", opts=["stall_timeout=1", "min_rate=1K"],
               tmp=tmp_path)
     assert f["ok"] and f["bytes"] == "5000", f["line"]
+
+
+# ---------------------------------------------------------------- the mount
+
+import json  # noqa: E402
+import signal  # noqa: E402
+
+from conftest import start_mount, write_config  # noqa: E402
+
+
+def spool_files(m):
+    """{path: size} of the daemon's spool directory."""
+    out = {}
+    for root, _, files in os.walk(os.path.join(m.tmp, "cache")):
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                out[p] = os.stat(p).st_size
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def deleted_open_bytes(pid):
+    """Bytes held by files the daemon has open but are unlinked (a failed or evicted spool)."""
+    total = 0
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)).endswith(" (deleted)"):
+                total += os.stat(os.path.join(fd_dir, fd)).st_size
+        except OSError:
+            pass
+    return total
+
+
+def status(m):
+    with open(os.path.join(m.path, ".kudufs", "status.json")) as f:
+        return json.load(f)
+
+
+def test_failed_capture_frees_its_space_at_once(make_emulator, mount):
+    emu = make_emulator()
+    emu.add_fault(route="dump", kind="reset", after_bytes=24 << 20, count=1)
+    m = mount({"demo": emu.url("demo")})
+    p = os.path.join(m.path, "demo", "site", "fulldump.dmp")
+    r = subprocess.run(["cat", p], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode != 0 and "Input/output error" in r.stderr, r.stderr
+    # the failed capture is still in the table (its error is served) but holds no bytes
+    st = status(m)
+    assert any(c["state"] == "failed" for c in st["captures"]), st
+    assert deleted_open_bytes(m.pid) == 0, "a failed spool still holds its blocks"
+    assert st["spool_bytes"] == sum(spool_files(m).values()) == 0
+    # and a good capture is accounted exactly
+    with open(os.path.join(m.path, "demo", "site", "minidump.dmp"), "rb") as f:
+        data = f.read()
+    st = status(m)
+    assert st["spool_bytes"] == len(data) == sum(spool_files(m).values()), (st["spool_bytes"], spool_files(m))
+
+
+def test_sigterm_answers_waiting_and_queued_readers_enotconn(make_emulator, tmp_path):
+    """SIGTERM on a busy mount: the reader of the dump on the wire and the one
+    queued behind it (one dump per app at a time) both get ENOTCONN, as the
+    README says, never the kernel's ECONNABORTED, and soon."""
+    emu = make_emulator({"sites": {"demo": {"dump_delay": 60}}})
+    cfg = write_config(str(tmp_path), {"demo": emu.url("demo")})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = start_mount(cfg, str(mnt), str(tmp_path))
+    readers = []
+    try:
+        assert m.mounted, m.log()
+        names = sorted(n for n in os.listdir(mnt / "demo") if "-" in n)
+        for n in names[:2]:
+            readers.append(subprocess.Popen(["cat", str(mnt / "demo" / n / "minidump.dmp")],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        assert wait_for(lambda: '"queued"' in open(mnt / ".kudufs" / "status.json").read(), timeout=15), \
+            "the second dump should be queued behind the first"
+        t0 = time.monotonic()
+        m.proc.send_signal(signal.SIGTERM)
+        errs = [r.communicate(timeout=15)[1] for r in readers]
+        assert time.monotonic() - t0 < 6
+        for e in errs:
+            assert "Transport endpoint is not connected" in e, errs
+        assert m.proc.wait(timeout=15) == 0
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+        m.unmount()
