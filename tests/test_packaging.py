@@ -11,10 +11,12 @@
   and units work, `kudufs --check` runs against the emulator, and `dpkg --purge` leaves no file.
 """
 import os
+import json
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -326,7 +328,8 @@ def test_unit_sandbox_lets_fusermount3_work(unit):
     assert s.get("NoNewPrivileges") == ["no"], "NoNewPrivileges must be off, and say so"
     implied = sorted(k for k in IMPLY_NNP if k in s and s[k] != ["no"])
     assert not implied, "%s imply NoNewPrivileges: fusermount3 could not mount" % implied
-    assert s.get("CapabilityBoundingSet") == ["CAP_SYS_ADMIN"]
+    # mount/umount; and fusermount3 unmounts as root from a private (0700) parent
+    assert sorted(" ".join(s.get("CapabilityBoundingSet", [])).split()) == ["CAP_DAC_READ_SEARCH", "CAP_SYS_ADMIN"]
     assert "/dev/fuse rw" in s.get("DeviceAllow", [])
     if unit == "kudufs-webhook.service":
         for k in ("ProtectSystem", "ProtectHome", "PrivateTmp"):
@@ -341,7 +344,9 @@ def test_unit_sandbox_lets_fusermount3_work(unit):
 
 def test_unit_privileges_mount_and_nnp_would_not(kudufs_bin, emulator, request):
     """Run kudufs as an unprivileged user with the units' capability bounding set: it mounts
-    (through the setuid fusermount3); with no_new_privs added it cannot. In a private mount
+    (through the setuid fusermount3) on a mount point inside a private (0700) directory, as
+    kudufs-to-blob makes them, and fusermount3 -u unmounts it again; with no_new_privs added
+    it cannot mount. In a private mount
     namespace, with a private /dev/fuse node of mode 0666 as Debian's udev makes it (this
     container's is 0600)."""
     need_root()
@@ -353,26 +358,33 @@ def test_unit_privileges_mount_and_nnp_would_not(kudufs_bin, emulator, request):
     work = Path(tempfile.mkdtemp(prefix="kudufs-nnp-"))
     request.addfinalizer(lambda: shutil.rmtree(work, ignore_errors=True))
     os.chmod(work, 0o755)
-    (work / "mnt").mkdir()
+    (work / "priv").mkdir(mode=0o700)
+    (work / "priv" / "mnt").mkdir()
+    os.chown(work / "priv" / "mnt", uid, uid)
     (work / "pass").write_text(emulator.password + "\n")
     (work / "conf").write_text("[kudufs]\ncache_dir = %s/cache\n[app demo]\nurl = %s\nuser = %s\n"
                                "password_file = %s/pass\n" % (work, emulator.url("demo"), emulator.user, work))
     for p in ("pass", "conf"):
         os.chmod(work / p, 0o600)
-    for p in [work] + list(work.iterdir()):
+    for p in [work, work / "priv", work / "pass", work / "conf"]:
         os.chown(p, uid, uid)
     script = r'''
 set -u
 mknod "$W/fuse" c 10 229 && chmod 666 "$W/fuse" && mount --bind "$W/fuse" /dev/fuse || exit 9
 try() {  # $1: extra setpriv options
   setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups --inh-caps=-all --bounding-set=-all,%(caps)s $1 \
-    %(kudufs)s --config "$W/conf" "$W/mnt" 2>"$W/err"
+    %(kudufs)s --config "$W/conf" "$W/priv/mnt" 2>"$W/err"
   rc=$?
   # (root cannot stat another user's FUSE mount: ask the mount table)
-  if grep -q " $W/mnt fuse" /proc/self/mounts; then
-    setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups ls "$W/mnt/demo" >/dev/null && echo "$2 listed"
-    setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups fusermount3 -u "$W/mnt" || umount -l "$W/mnt"
+  if grep -q " $W/priv/mnt fuse" /proc/self/mounts; then
     echo "$2 mounted rc=$rc"
+    setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups ls "$W/priv/mnt/demo" >/dev/null && echo "$2 listed"
+    if setpriv --reuid=%(uid)d --regid=%(uid)d --clear-groups --inh-caps=-all --bounding-set=-all,%(caps)s $1 \
+         fusermount3 -u "$W/priv/mnt"; then
+      echo "$2 unmounted"
+    else
+      umount -l "$W/priv/mnt"; echo "$2 unmount failed"
+    fi
   else
     echo "$2 failed rc=$rc: $(tr '\n' ' ' <"$W/err")"
   fi
@@ -383,7 +395,7 @@ try --no-new-privs nnp
     r = run(["unshare", "-m", "--propagation", "private", "bash", "-c", script],
             env=dict(os.environ, W=str(work)), timeout=60)
     out = r.stdout
-    assert "plain listed" in out and "plain mounted rc=0" in out, out + r.stderr
+    assert "plain mounted rc=0" in out and "plain listed" in out and "plain unmounted" in out, out + r.stderr
     assert "nnp failed" in out and "Operation not permitted" in out, out + r.stderr
 
 
@@ -470,6 +482,21 @@ exec sleep 3600
         return sorted(r.stdout.split())
 
     def close(self):
+        """Kill every process of the throw-away namespace (a daemon or a webhook's child
+        would outlive the holder otherwise), then the holder: its mounts go with it."""
+        try:
+            ns = os.readlink("/proc/%d/ns/mnt" % self.proc.pid)
+        except OSError:
+            ns = None
+        for _ in range(2):
+            for p in os.listdir("/proc"):
+                if not p.isdigit() or int(p) == self.proc.pid:
+                    continue
+                try:
+                    if ns and os.readlink("/proc/%s/ns/mnt" % p) == ns:
+                        os.kill(int(p), signal.SIGKILL)
+                except OSError:
+                    pass
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
@@ -579,6 +606,108 @@ chown kudufs:kudufs /etc/kudufs/demo.pass /etc/kudufs/prod.conf
     assert root.lexists("var/cache/kudufs/prod")
 
 
+def unit_env_words(text, key):
+    """The words of every KEY= line of a unit (continuations joined)."""
+    text = text.replace("\\\n", " ")
+    return [w for l in text.splitlines() if l.startswith(key + "=") for w in shlex.split(l.split("=", 1)[1])]
+
+
+def check_webhook_service(root, emulator, tmp_path):
+    """kudufs-webhook.service's ExecStart= as systemd would run it (environment from the
+    unit and from the packaged example env file, the TLS pair where LoadCredential= puts it,
+    as the kudufs user with the unit's bounding set): an alert without the secret gets 403;
+    with it, webhook runs kudufs-to-blob, which mounts its private kudufs through the setuid
+    fusermount3 and uploads the app's dump into Azurite, with the right MD5."""
+    from test_blob import Azurite  # the blob tests' Azurite (pinned in tests/package.json)
+
+    unit = root.run(["cat", "/lib/systemd/system/kudufs-webhook.service"]).stdout
+    port = free_port()
+    env = dict(w.split("=", 1) for w in unit_env_words(unit, "Environment"))
+    example = root.run(["cat", "/usr/share/doc/kudufs/examples/webhook.env"]).stdout
+    env.update(l.split("=", 1) for l in example.splitlines() if l.strip() and not l.startswith("#"))
+    os.mkdir(tmp_path / "azurite")
+    az = Azurite(str(tmp_path / "azurite")).start()
+    secret = "s3cret-" + os.urandom(8).hex()
+    assert env["KUDUFS_TO_BLOB_ARGS"].startswith("--config /etc/kudufs/webhook.conf")
+    env.update({"KUDUFS_WEBHOOK_SECRET": secret, "AZURE_STORAGE_CONNECTION_STRING": az.conn,
+                "KUDUFS_WEBHOOK_IP": "127.0.0.1", "KUDUFS_WEBHOOK_PORT": str(port),
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "TMPDIR": "/tmp", "KUDUFS_WEBHOOK_OPTS": "-verbose"})
+    creds = "/run/credentials/kudufs-webhook.service"
+    words = []
+    for w in shlex.split(re.search(r"^ExecStart=(.*)$", unit.replace("\\\n", " "), re.M).group(1)):
+        if w.startswith("$") and not w.startswith("${"):
+            words += [env[w[1:]]] if env.get(w[1:]) else []
+            continue
+        w = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], w)
+        words.append(w.replace("%d", creds))
+    assert words[0] == "/usr/bin/webhook" and "-secure" in words and "/usr/share/kudufs/webhook/hooks.json" in words
+    bset = re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1)
+    caps = ",".join("+" + c.lower().replace("cap_", "") for c in bset.split())
+    setup = r'''
+set -e
+install -d -o kudufs -g kudufs -m 0700 /var/lib/kudufs /var/cache/kudufs/webhook
+install -d -m 0700 "$CREDS"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+  -keyout "$CREDS/webhook.key" -out "$CREDS/webhook.pem" 2>/dev/null
+chown -R kudufs:kudufs "$CREDS"
+umask 077
+printf "%s\n" "$PW" >/etc/kudufs/demo.pass
+printf "[app demo]\nurl = %s\nuser = %s\npassword_file = /etc/kudufs/demo.pass\n" "$URL" "$USR" >/etc/kudufs/webhook.conf
+chown kudufs:kudufs /etc/kudufs/demo.pass /etc/kudufs/webhook.conf
+'''
+    r = root.run(["sh", "-c", setup], env={"PW": emulator.password, "URL": emulator.url("demo"),
+                                           "USR": emulator.user, "CREDS": creds})
+    assert r.returncode == 0, r.stderr
+    launch = ["setpriv", "--reuid=kudufs", "--regid=kudufs", "--init-groups", "--inh-caps=-all",
+              "--bounding-set=-all," + caps, "env", "-i"] + ["%s=%s" % kv for kv in env.items()] + words
+    r = root.run(["sh", "-c", '"$@" >/tmp/webhook.log 2>&1 </dev/null & echo $!', "sh"] + launch)
+    pid = int(r.stdout.strip())
+    hook = "https://127.0.0.1:%d/hooks/kudufs-dump" % port
+    alert = json.dumps({"schemaId": "azureMonitorCommonAlertSchema", "data": {
+        "essentials": {"alertRule": "pkg-test", "monitorCondition": "Fired", "alertTargetIDs": [
+            "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Web/sites/demo"]},
+        "alertContext": {}}})
+
+    def post(*headers):
+        cmd = ["curl", "-sk", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
+               "--data", alert] + [a for h in headers for a in ("-H", h)] + [hook]
+        out = run(cmd, timeout=30).stdout.rsplit("\n", 1)
+        return (int(out[1]) if len(out) == 2 and out[1].isdigit() else 0), out[0]
+    try:
+        assert wait_for(lambda: post()[0] != 0, timeout=20), root.run(["cat", "/tmp/webhook.log"]).stdout
+        assert post()[0] == 403
+        assert post("X-Kudufs-Secret: wrong")[0] == 403
+        code, body = post("X-Kudufs-Secret: " + secret)
+        assert code == 200 and "kudufs-to-blob started" in body, (code, body)
+        # a blob exists (empty) from its claim on; done when committed with its MD5
+        dumps = lambda: [n for n, b in az.list_blobs("dumpfiles").items()
+                         if n.endswith(".dmp") and b["length"] and b["md5"]]
+        got = wait_for(dumps, timeout=90)
+        assert got, "no dump arrived; webhook log:\n" + root.run(["cat", "/tmp/webhook.log"]).stdout
+        meta = az.list_blobs("dumpfiles")[got[0]]
+        want = emulator.digest("demo", int(meta["metadata"]["pid"]), 1)
+        assert az.blob_digest("dumpfiles", got[0]) == (want["size"], want["md5"])
+        assert meta["md5"] == want["md5_b64"]
+        # the run's private mount is gone again
+        assert wait_for(lambda: "fuse.kudufs" not in root.run(["cat", "/proc/self/mounts"]).stdout, timeout=30), \
+            root.run(["sh", "-c", "grep fuse /proc/self/mounts; cat /tmp/webhook.log; ps -u kudufs -o pid,args"]).stdout
+    finally:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        az.stop()
+    assert wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=10)
+    assert root.run(["rm", "-r", "/etc/kudufs/webhook.conf", "/etc/kudufs/demo.pass", creds]).returncode == 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
     need_root()
     path = str(deb[0][0])
@@ -620,6 +749,7 @@ def test_deb_installs_works_and_purges_clean(deb, emulator, tmp_path):
 
         check_fstab_line(root, emulator)
         check_boot_unit(root, emulator)
+        check_webhook_service(root, emulator, tmp_path)
 
         r = root.run(["dpkg", "--purge", "kudufs"])
         assert r.returncode == 0, r.stdout + r.stderr
