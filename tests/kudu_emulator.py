@@ -42,7 +42,7 @@ Linux sites ("platform": "linux", KuduLite proxying dotnet-monitor, shared/kudu-
     dumpType= is ignored; another value: 400 problem+json): dump_delay, then 200
     application/octet-stream, chunked (no Content-Length), Content-Disposition: attachment;
     filename="core_YYYYMMDD_HHMMSS_PID". Bodies as above with the type name in the seed and
-    an ELF header b"\x7fELF\x02\x01\x01\x00"; sizes mini_size, full_size, withheap_size
+    an ELF header b"\\x7fELF\\x02\\x01\\x01\\x00"; sizes mini_size, full_size, withheap_size
     (16 MiB), triage_size (1 MiB). One dump at a time per INSTANCE (each runs its own
     dotnet-monitor): another one meanwhile gets 429 problem+json and the first goes on (no
     cut, no site-wide file race). stats: sites[S]["dump_busy"] counts the 429s.
@@ -157,7 +157,9 @@ Control routes (no auth, never counted in stats), JSON:
   GET /_emulator/health | /_emulator/stats | /_emulator/spec | /_emulator/faults
   GET /_emulator/digest?site=S&pid=P&type=T[&size=N][&instance=ID]
                                    -> {sha256, md5, md5_b64, size, site, pid, type, instance}
-                                   (no instance=: the site's first instance)
+                                   (no instance=: the site's first instance; type: an int
+                                   dumpType, default 1; on a Linux site Mini|Full|WithHeap|
+                                   Triage, default WithHeap)
   POST /_emulator/reset            zero counters, clear faults
   POST /_emulator/faults           body: a fault or a list of faults (added)
   DELETE /_emulator/faults         clear faults
