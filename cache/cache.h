@@ -26,8 +26,11 @@
  *                 of kudu_client_fetch), holding no lock of ours. It never
  *                 waits for a worker; on_done may submit the app's next
  *                 queued dump (kudu_client_submit only enqueues).
- *   signal        fs/main.c: sigwait()s SIGTERM/SIGINT/SIGHUP and unmounts;
- *                 takes no lock and touches nothing in cache/.
+ *   signal        fs/main.c: sigwait()s SIGTERM/SIGINT/SIGHUP and unmounts.
+ *                 When the mount is busy it calls cache_readers_leave()
+ *                 (takes cap_lock, waits at most 2 s on readers_left for
+ *                 waiting readers to return -ENOTCONN), then ends the
+ *                 session. Nothing else in cache/.
  *   main          setup and teardown. After the loop (workers joined):
  *                 fs_release_handles(), kudu_client_free() (outstanding
  *                 requests end with -ECANCELED, on_done on the transfer
@@ -46,11 +49,13 @@
  *                        or details fetch ended (the *_inflight flags make
  *                        fetches single-flight; others wait on meta_cond).
  *   cache.cap_lock       the capture table (captures), the per-app queues
- *                        (dumps[*]), spool_bytes, seq, stat_*, and every
- *                        field of every struct capture except the immutable
- *                        ones (cache_priv.h names the lock of each field).
- *                        Each capture's cond goes with it: bytes landed, or
- *                        the state changed.
+ *                        (dumps[*]), spool_bytes, seq, stat_*,
+ *                        readers_leave, readers_waiting, and every field of
+ *                        every struct capture except the immutable ones
+ *                        (cache_priv.h names the lock of each field). Each
+ *                        capture's cond goes with it (bytes landed, or the
+ *                        state changed), and so does readers_left (the last
+ *                        waiting reader returned after cache_readers_leave).
  *   kudu_client.lock     the client's incoming queue and stopping flag.
  *   kudu_app.token_lock  the app's bearer token (replaced by
  *                        kudu_app_refresh_token, read for each request).
