@@ -32,6 +32,7 @@ struct fs_handle {
 	size_t len;
 	struct cache_blob *blob;
 	struct cache_list *list;
+	bool list_unread; /* list taken by opendir, not yet listed: readdir at 0 uses it */
 	_Atomic(struct capture *) cap; /* dump: taken on first read; reads may race */
 	struct fs_handle *prev, *next; /* k->handles, under k->handles_lock */
 };
@@ -307,7 +308,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		 * (and cost no request, whatever list_ttl says). */
 		struct fs_handle *h = fi ? (struct fs_handle *)(uintptr_t)fi->fh : NULL;
 
-		if (h && off > 0 && h->list) {
+		if (h && (off > 0 || h->list_unread) && h->list) {
+			h->list_unread = false;
 			l = cache_list_get(h->list);
 		} else {
 			rc = cache_get_list(k->cache, n.app, &l);
@@ -448,6 +450,18 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 		return -ENOMEM;
 	h->kind = n.kind;
 	h->node = n;
+	if (n.kind == FS_APP) {
+		/* The list now, so that its error is opendir's: a readdir error
+		 * of ENOENT (the app is gone: Kudu's 404) is taken by glibc's
+		 * readdir for the end of the directory, and `ls` would show an
+		 * empty app without a word. */
+		rc = cache_get_list(k->cache, n.app, &h->list);
+		if (rc < 0) {
+			free(h);
+			return rc;
+		}
+		h->list_unread = true;
+	}
 	handle_register(k, h, fi);
 	return 0;
 }
