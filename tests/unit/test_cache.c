@@ -5,8 +5,9 @@
  * req->fd and calling on_progress/on_done as the transfer thread would.
  *
  * Covered: one dump per app at a time and a FIFO behind it, eviction under
- * cache_max, the retry of a dump after a 401 with a refreshed token, and a
- * queued dump leaving the queue when its last reader goes.
+ * cache_max, the retry of a dump after a 401 with a refreshed token, a
+ * queued dump leaving the queue when its last reader goes, and waiting
+ * readers answered ENOTCONN when a busy mount's session ends.
  * Prints "N passed, M failed"; exits non-zero on failure.
  */
 #include "cache/cache_priv.h"
@@ -584,6 +585,48 @@ static void test_401_retry(void)
 	unlink(calls);
 }
 
+/* SIGTERM on a busy mount: cache_readers_leave() answers a reader waiting
+ * for bytes with ENOTCONN and returns once it has; later waits get ENOTCONN
+ * at once. The dump on the wire is not abandoned. */
+static void test_readers_leave(void)
+{
+	struct env e;
+	struct reader r = { 0 };
+	double t0;
+	int fd;
+
+	env_open(&e, 1 << 20);
+	r.e = &e;
+	r.want = 10;
+	r.cap = start(&e, 0, 1);
+	reader_start(&r);
+	/* the reader is inside cache_capture_wait once it is counted */
+	t0 = kudu_now();
+	for (;;) {
+		pthread_mutex_lock(&e.c->cap_lock);
+		unsigned waiting = e.c->readers_waiting;
+		pthread_mutex_unlock(&e.c->cap_lock);
+		if (waiting == 1 || kudu_now() - t0 > 10)
+			break;
+		struct timespec tick = { 0, 5 * 1000000L };
+		nanosleep(&tick, NULL);
+	}
+	t0 = kudu_now();
+	cache_readers_leave(e.c, 5000);
+	CHECK(kudu_now() - t0 < 4, "returned when the reader left, not at the timeout: %.1f s",
+	      kudu_now() - t0);
+	pthread_mutex_lock(&e.c->cap_lock);
+	CHECK(e.c->readers_waiting == 0, "no reader waits any more: %u", e.c->readers_waiting);
+	pthread_mutex_unlock(&e.c->cap_lock);
+	CHECK(reader_join(&r), "the reader returned");
+	CHECK(r.n == -ENOTCONN, "the waiting reader gets ENOTCONN: %zd", r.n);
+	CHECK(cache_capture_wait(e.c, r.cap, 1, 0, NULL, &fd) == -ENOTCONN,
+	      "a later wait gets ENOTCONN at once");
+	CHECK(state_of(&e, 0, 1) == CAP_FETCHING, "the dump stays on the wire");
+	cache_capture_release(e.c, r.cap);
+	env_close(&e);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -596,6 +639,7 @@ int main(void)
 	test_reader_leaves_queue();
 	test_eviction();
 	test_401_retry();
+	test_readers_leave();
 	rmdir(tmpdir);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
