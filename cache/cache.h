@@ -43,11 +43,15 @@
  *   always run on the transfer thread.
  *
  * Locks: each guards exactly what is listed
- *   cache.meta_lock      every struct app_meta (list snapshot, list_at,
- *                        list_err(_at), list_inflight, the details hash) and
- *                        every detail_entry. meta_cond goes with it: a list
- *                        or details fetch ended (the *_inflight flags make
- *                        fetches single-flight; others wait on meta_cond).
+ *   cache.meta_lock      every struct app_meta and its views (struct
+ *                        view_meta: list snapshot, list_at, list_err(_at),
+ *                        list_inflight, the details hash; the instance
+ *                        views' chain), the instance list snapshot and its
+ *                        times, and every detail_entry. meta_cond goes with
+ *                        it: a list, details or discovery fetch ended (the
+ *                        *_inflight flags make fetches single-flight; others
+ *                        wait on meta_cond, then look their view up again:
+ *                        an instance's view is freed when it goes).
  *   cache.cap_lock       the capture table (captures), the per-app queues
  *                        (dumps[*]), spool_bytes, seq, stat_*,
  *                        readers_leave, readers_waiting, and every field of
@@ -57,8 +61,11 @@
  *                        state changed), and so does readers_left (the last
  *                        waiting reader returned after cache_readers_leave).
  *   kudu_client.lock     the client's incoming queue and stopping flag.
- *   kudu_app.token_lock  the app's bearer token (replaced by
- *                        kudu_app_refresh_token, read for each request).
+ *   kudu_app.token_lock  the app's bearer tokens, Kudu's and ARM's, and their
+ *                        generations (replaced by kudu_app_refresh_token /
+ *                        _arm_token, read for each request).
+ *   kudu_client.inst_lock the client's per-app instance state: the app-level
+ *                        view's instance and the ids seen in Set-Cookie.
  *   sync_wait.lock       one kudu_client_fetch() call's done flag.
  *   kudufs.handles_lock  fs/'s list of open handles (prev/next).
  *   Not locked: what is immutable once published (cfg, the per-app arrays
@@ -129,11 +136,22 @@
 
 struct cache;
 
-/* An immutable, reference-counted snapshot of one app's process list. */
+/*
+ * Views. Every metadata and capture function takes (app, inst): inst NULL
+ * or "" is the app-level view MOUNT/<app>/ (the instance the front end or
+ * `instance =` picks), else the view of that one instance,
+ * MOUNT/<app>/instances/<inst>/, whose requests are pinned to it and
+ * verified (kudu_request.instance). The app-level view's details and dumps
+ * are pinned to the instance its process list came from, so a list of one
+ * instance and a dump of another never meet under one name.
+ */
+
+/* An immutable, reference-counted snapshot of one view's process list. */
 struct cache_list {
 	atomic_int refs;
-	uint64_t gen; /* this snapshot's number: a new fetch has a larger one */
-	char *raw;    /* processes.json, byte for byte */
+	char instance[KUDU_INSTANCE_MAX]; /* the instance that answered; "" if none was named */
+	uint64_t gen;                     /* this snapshot's number: a new fetch has a larger one */
+	char *raw;                        /* processes.json, byte for byte */
 	size_t raw_len;
 	struct kudu_proc *procs; /* the model's list: server order, one per pid */
 	char **dirnames;         /* parallel to procs: sanitized "<name>-<pid>" */
@@ -159,7 +177,7 @@ void cache_free(struct cache *c);
 int cache_prepare_dir(struct kudu_config *cfg, char *err, size_t errlen);
 
 /* ---- metadata (cache/meta.c) ---- */
-int cache_get_list(struct cache *c, size_t app, struct cache_list **out);
+int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_list **out);
 /* Another reference to a snapshot the caller holds; returns l. */
 struct cache_list *cache_list_get(struct cache_list *l);
 void cache_list_put(struct cache_list *l);
@@ -168,16 +186,40 @@ ssize_t cache_list_find_pid(const struct cache_list *l, int pid);
 /* Parses "<name>-<pid>" and checks it against the list; -1 if absent. */
 ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname);
 /* Start fetching every process's details in the background (readdir). */
-void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list *l);
-int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **out);
+void cache_prefetch_details(struct cache *c, size_t app, const char *inst,
+			    const struct cache_list *l);
+int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
+		      struct cache_blob **out);
 void cache_blob_put(struct cache_blob *b);
 /* True when a details request said the process is gone (404, within neg_ttl). */
-bool cache_proc_gone(struct cache *c, size_t app, int pid);
+bool cache_proc_gone(struct cache *c, size_t app, const char *inst, int pid);
 /* Target of the site/scm symlink: a dirname, or -ENOENT. */
-int cache_find_role(struct cache *c, size_t app, enum kudu_role role, char *dirname, size_t len);
+int cache_find_role(struct cache *c, size_t app, const char *inst, enum kudu_role role,
+		    char *dirname, size_t len);
 /* The role a listed process holds: the one whose link names it, else
  * KUDU_ROLE_NONE. Both come from one function, so they always agree. */
-int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role);
+int cache_proc_role(struct cache *c, size_t app, const char *inst, int pid, enum kudu_role *role);
+/* The instance a view's processes belong to: inst itself, or for the
+ * app-level view the one its current list came from ("" while unknown). */
+void cache_view_instance(struct cache *c, size_t app, const char *inst, char *buf, size_t len);
+
+/* The instances of an app (instances/), an immutable snapshot. */
+struct cache_instances {
+	atomic_int refs;
+	char **ids; /* valid instance ids (kudu_instance_id_is_valid): also their names */
+	size_t n;
+	enum kudu_inst_source source;
+};
+/* Cached for list_ttl; refresh forces a new discovery (`ls instances`),
+ * shared with one already under way. -EACCES: the configured ARM or Kudu
+ * refused the credentials. */
+int cache_get_instances(struct cache *c, size_t app, bool refresh, struct cache_instances **out);
+void cache_instances_put(struct cache_instances *l);
+/* Start fetching every listed instance's process list in the background
+ * (`ls instances`), so listing each instance after is served from cache. */
+void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instances *l);
+/* Is the len-byte name id one of l's? */
+bool cache_instances_has(const struct cache_instances *l, const char *id, size_t len);
 /* Sanitize a server-provided name for use in a path component. */
 void cache_sanitize_name(const char *in, char *out, size_t outlen);
 
@@ -194,14 +236,19 @@ struct capture_info {
 	char url[1024];
 	char error[KUDU_ERRLEN];
 	char filename[256];
+	char instance[KUDU_INSTANCE_MAX]; /* the instance the dump is (to be) taken on; "" unknown
+					   */
 };
 
 typedef int (*cache_interrupted_fn)(void);
 
-/* Take a reference to the live capture of (app, pid, type), creating and
- * queueing one if none is live. Starts no request: the first read does. */
-int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-			  struct capture **out);
+/* Take a reference to the live capture of (app, instance, pid, type),
+ * creating and queueing one if none is live. The app-level view's is its
+ * list's instance's, so both views of one process share one dump. Starts
+ * no request: the first read does. Dumps of one app, whatever the instance
+ * or view, are taken one at a time (one %HOME%, one dump file). */
+int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid,
+			  enum kudu_dump_type type, struct capture **out);
 /* Read from the spool, starting the download if needed and waiting for the
  * bytes. Returns bytes read (0 at the end of a complete dump) or -errno. */
 ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size, off_t off,
@@ -219,12 +266,13 @@ void cache_capture_release(struct cache *c, struct capture *cap);
  * and its reader would get the kernel's ECONNABORTED). */
 void cache_readers_leave(struct cache *c, int timeout_ms);
 /* Size of a complete, unexpired capture, else -ENOENT. */
-int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-		       uint64_t *size);
-void cache_capture_get_info(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-			    struct capture_info *info);
+int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
+		       enum kudu_dump_type type, uint64_t *size);
+void cache_capture_get_info(struct cache *c, size_t app, const char *inst, int pid,
+			    enum kudu_dump_type type, struct capture_info *info);
 /* unlink(): forget a finished capture; -EBUSY while one is being fetched. */
-int cache_capture_drop(struct cache *c, size_t app, int pid, enum kudu_dump_type type);
+int cache_capture_drop(struct cache *c, size_t app, const char *inst, int pid,
+		       enum kudu_dump_type type);
 /* status.json (cache/status.c): malloc'd, NUL-terminated. */
 char *cache_status_json(struct cache *c);
 const char *cache_state_name(enum capture_state s);

@@ -25,14 +25,32 @@ struct detail_entry {
 
 #define DETAIL_BUCKETS 1024
 
-struct app_meta {
-	struct cache_list *list; /* NULL until fetched */
+/* The metadata of one view of an app: the app-level one (inst "") or one
+ * instance's (instances/<id>/). An instance's view exists while the
+ * instance is listed and asked about; it is freed when the instance goes, so
+ * memory follows the instances in use, not every id ever seen. Code that
+ * waited on meta_cond looks its view up again by name: it may be gone. */
+struct view_meta {
+	char inst[KUDU_INSTANCE_MAX]; /* "" for the app-level view */
+	struct cache_list *list;      /* NULL until fetched */
 	double list_at;
 	int list_err;
 	double list_err_at;
 	bool list_inflight;
 	size_t list_skipped, list_duplicates; /* of the last list, so a change is logged once */
-	struct detail_entry *details[DETAIL_BUCKETS];
+	struct detail_entry **details; /* DETAIL_BUCKETS chains, allocated with the first entry */
+	struct view_meta *next;        /* app_meta.insts chain */
+};
+
+struct app_meta {
+	struct view_meta view;         /* the app-level view */
+	struct view_meta *insts;       /* instance views */
+	struct cache_instances *ilist; /* the instance list, NULL until discovered */
+	double ilist_at;
+	int ilist_err;
+	double ilist_err_at;
+	bool ilist_inflight;
+	char ilist_why[KUDU_ERRLEN]; /* the last fallback's reason, logged when it changes */
 };
 
 /* ---- captures (capture.c): guarded by cache.cap_lock ---- */
@@ -50,18 +68,21 @@ enum capture_auth {
 };
 
 /*
- * One download of (app, pid, type). Lifetime: references (refs) are held
+ * One download of (app, instance, pid, type). Lifetime: references (refs) are held
  * by the table (while in_table), by each reader (acquire .. release) and by
  * the request from start (CAP_FETCHING) until its on_done; the last put
  * frees it. "immutable" fields are written once by cache_capture_acquire
  * before the capture is published in the table, and only read after.
  */
 struct capture {
-	struct cache *cache;      /* immutable */
-	size_t app;               /* immutable: index into cfg->apps */
-	int pid;                  /* immutable */
-	enum kudu_dump_type type; /* immutable */
-	char url[1024];           /* immutable */
+	struct cache *cache;               /* immutable */
+	size_t app;                        /* immutable: index into cfg->apps */
+	char inst[KUDU_INSTANCE_MAX];      /* immutable: the instance it is taken on and pinned to;
+					    * "" only when the server names no instance */
+	int pid;                           /* immutable */
+	enum kudu_dump_type type;          /* immutable */
+	char served_by[KUDU_INSTANCE_MAX]; /* cap_lock: the instance that answered */
+	char url[1024];                    /* immutable */
 
 	enum capture_state state; /* cap_lock */
 	int refs;                 /* cap_lock: table + readers + the request while active */
@@ -109,7 +130,8 @@ struct cache {
 	struct kudu_client *client; /* immutable */
 	cache_submit_fn submit;     /* immutable after cache_new: kudu_client_submit */
 
-	pthread_mutex_t meta_lock; /* guards meta[*] (struct app_meta) and every detail_entry */
+	pthread_mutex_t meta_lock; /* guards meta[*] (struct app_meta, its views) and every
+				      detail_entry */
 	pthread_cond_t meta_cond;  /* with meta_lock: a list or details fetch finished */
 	struct app_meta *meta;     /* the array itself is immutable, one per app */
 	_Atomic uint64_t list_gen; /* numbers list snapshots (cache_list.gen); atomic, no lock */
@@ -141,5 +163,10 @@ void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 
 /* meta.c */
 void cache_meta_free_all(struct cache *c);
+/* A request pinned to inst was answered by another instance (other): inst
+ * is gone. Drops it from the instance list (until discovery lists it again)
+ * and its view; the app-level view's list, if it came from inst, is
+ * refetched. Takes meta_lock: call it without cap_lock. */
+void cache_instance_gone(struct cache *c, size_t app, const char *inst, const char *other);
 
 #endif

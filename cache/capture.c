@@ -1,10 +1,12 @@
 /*
- * Dump captures: one download per (app, pid, dump type), spooled to a
+ * Dump captures: one download per (app, instance, pid, dump type), spooled to a
  * private file (spool.c) and shared by every reader. The states and who
  * moves a capture between them are drawn in cache/cache.h.
  *
- * Kudu writes every dump of a site to one fixed file, so at most one dump
- * request per app is on the wire; the others wait in a FIFO (state queued).
+ * Kudu writes every dump of a site to one fixed file on the %HOME% share
+ * that all the site's instances have in common, so at most one dump request
+ * per app is on the wire, whatever its instance or view; the others wait in
+ * a FIFO (state queued).
  * Readers ahead of the download sleep on the capture's condition variable,
  * woken by the transfer thread as bytes land, and poll for interrupts.
  *
@@ -75,13 +77,31 @@ static bool cap_expired(const struct cache *c, const struct capture *cap, double
 	return cap->state == CAP_COMPLETE && now - cap->finished >= c->cfg->dump_ttl;
 }
 
-static struct capture *table_find_locked(struct cache *c, size_t app, int pid,
+static struct capture *table_find_locked(struct cache *c, size_t app, const char *inst, int pid,
 					 enum kudu_dump_type type)
 {
 	for (struct capture *cap = c->captures; cap; cap = cap->next)
-		if (cap->app == app && cap->pid == pid && cap->type == type)
+		if (cap->app == app && cap->pid == pid && cap->type == type &&
+		    !strcmp(cap->inst, inst))
 			return cap;
 	return NULL;
+}
+
+/* The instance a capture of view (app, inst) is keyed by and pinned to
+ * (cache_view_instance: takes meta_lock, so never under cap_lock). Both
+ * views of one instance's process share one capture. */
+static void capture_inst(struct cache *c, size_t app, const char *inst, char *buf, size_t len)
+{
+	cache_view_instance(c, app, inst ? inst : "", buf, len);
+}
+
+/* "myapp/4292" or "myapp/0a1b2c/4292" in log lines */
+static void capture_label(const struct cache *c, const struct capture *cap, char *buf, size_t len)
+{
+	if (cap->inst[0])
+		snprintf(buf, len, "%s/%.6s/%d", c->cfg->apps[cap->app]->name, cap->inst, cap->pid);
+	else
+		snprintf(buf, len, "%s/%d", c->cfg->apps[cap->app]->name, cap->pid);
 }
 
 /* Evict least recently used finished captures nobody reads until `need`
@@ -97,8 +117,10 @@ static bool make_room_locked(struct cache *c, uint64_t need, const struct captur
 				victim = cap;
 		if (!victim)
 			return false;
-		kudu_log(LOG_NOTICE, "cache_max: evicting %s/%d %s (%llu bytes)",
-			 c->cfg->apps[victim->app]->name, victim->pid, cap_kind(victim),
+		char label[300];
+
+		capture_label(c, victim, label, sizeof(label));
+		kudu_log(LOG_NOTICE, "cache_max: evicting %s %s (%llu bytes)", label, cap_kind(victim),
 			 (unsigned long long)victim->bytes);
 		table_remove_locked(c, victim);
 	}
@@ -142,11 +164,18 @@ static void on_done(struct kudu_request *req)
 	struct cache *c = cap->cache;
 	struct app_dumps *d = &c->dumps[cap->app];
 	struct capture *next = NULL;
-	const char *app = c->cfg->apps[cap->app]->name;
+	char app[300], gone[KUDU_INSTANCE_MAX] = "", other[KUDU_INSTANCE_MAX] = "";
 
 	pthread_mutex_lock(&c->cap_lock);
+	capture_label(c, cap, app, sizeof(app));
 	cap->finished = cap->last_used = kudu_now();
 	snprintf(cap->filename, sizeof(cap->filename), "%s", req->filename);
+	snprintf(cap->served_by, sizeof(cap->served_by), "%s", req->served_by);
+	if (req->rerouted) {
+		/* another instance answered: not one byte of it was taken */
+		snprintf(gone, sizeof(gone), "%s", req->instance);
+		snprintf(other, sizeof(other), "%s", req->served_by);
+	}
 	if (req->err == 0 && req->status == 200 && cap->bytes == 0) {
 		/* a 200 with nothing in it is a proxy or front-end artefact, not a dump */
 		req->err = -EIO;
@@ -164,14 +193,12 @@ static void on_done(struct kudu_request *req)
 	if (req->err == 0 && req->status == 200) {
 		cap->state = CAP_COMPLETE;
 		cap->length = (int64_t)cap->bytes;
-		kudu_log(LOG_INFO, "%s/%d: %s complete, %llu bytes in %.1f s", app, cap->pid,
-			 cap_kind(cap), (unsigned long long)cap->bytes,
-			 cap->finished - cap->started);
+		kudu_log(LOG_INFO, "%s: %s complete, %llu bytes in %.1f s", app, cap_kind(cap),
+			 (unsigned long long)cap->bytes, cap->finished - cap->started);
 	} else {
 		cap->err = req->err ? req->err : -EIO;
 		snprintf(cap->errmsg, sizeof(cap->errmsg), "%s", req->errmsg);
-		kudu_log(LOG_ERR, "%s/%d: %s failed: %s", app, cap->pid, cap_kind(cap),
-			 cap->errmsg);
+		kudu_log(LOG_ERR, "%s: %s failed: %s", app, cap_kind(cap), cap->errmsg);
 		if (cap->in_table)
 			c->spool_bytes -= cap->bytes;
 		cap->state = CAP_FAILED;
@@ -203,10 +230,14 @@ static void on_done(struct kudu_request *req)
 			start_locked(c, q, &next);
 		}
 	}
+	size_t app_idx = cap->app;
+
 	cap_put_locked(c, cap); /* the request's reference */
 	pthread_mutex_unlock(&c->cap_lock);
 	if (next)
 		c->submit(c->client, &next->req);
+	if (gone[0])
+		cache_instance_gone(c, app_idx, gone, other);
 }
 
 /* Make cap the app's active dump; the caller submits *to_submit unlocked. */
@@ -224,6 +255,7 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 	kudu_request_reset(&cap->req);
 	kudu_request_init(&cap->req, c->cfg->apps[cap->app], KUDU_REQ_DUMP);
 	snprintf(cap->req.url, sizeof(cap->req.url), "%s", cap->url);
+	snprintf(cap->req.instance, sizeof(cap->req.instance), "%s", cap->inst);
 	cap->req.fd = cap->fd;
 	cap->req.on_progress = on_progress;
 	cap->req.on_done = on_done;
@@ -242,13 +274,15 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 
 /* ---- the reader side (FUSE threads) ---- */
 
-int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-			  struct capture **out)
+int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid,
+			  enum kudu_dump_type type, struct capture **out)
 {
 	struct capture *cap;
+	char key[KUDU_INSTANCE_MAX];
 
+	capture_inst(c, app, inst, key, sizeof(key));
 	pthread_mutex_lock(&c->cap_lock);
-	cap = table_find_locked(c, app, pid, type);
+	cap = table_find_locked(c, app, key, pid, type);
 	if (cap && (cap->state == CAP_FAILED || cap_expired(c, cap, kudu_now()))) {
 		table_remove_locked(c, cap);
 		cap = NULL;
@@ -261,6 +295,7 @@ int cache_capture_acquire(struct cache *c, size_t app, int pid, enum kudu_dump_t
 		}
 		cap->cache = c;
 		cap->app = app;
+		snprintf(cap->inst, sizeof(cap->inst), "%s", key);
 		cap->pid = pid;
 		cap->type = type;
 		cap->state = CAP_IDLE;
@@ -505,14 +540,16 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	return n;
 }
 
-int cache_capture_size(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-		       uint64_t *size)
+int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
+		       enum kudu_dump_type type, uint64_t *size)
 {
 	struct capture *cap;
+	char key[KUDU_INSTANCE_MAX];
 	int rc = -ENOENT;
 
+	capture_inst(c, app, inst, key, sizeof(key));
 	pthread_mutex_lock(&c->cap_lock);
-	cap = table_find_locked(c, app, pid, type);
+	cap = table_find_locked(c, app, key, pid, type);
 	if (cap && cap->state == CAP_COMPLETE && !cap_expired(c, cap, kudu_now())) {
 		*size = cap->bytes;
 		rc = 0;
@@ -537,31 +574,39 @@ void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 	snprintf(info->error, sizeof(info->error), "%s",
 		 cap->state == CAP_FAILED ? cap->errmsg : "");
 	snprintf(info->filename, sizeof(info->filename), "%s", cap->filename);
+	snprintf(info->instance, sizeof(info->instance), "%s",
+		 cap->served_by[0] ? cap->served_by : cap->inst);
 }
 
-void cache_capture_get_info(struct cache *c, size_t app, int pid, enum kudu_dump_type type,
-			    struct capture_info *info)
+void cache_capture_get_info(struct cache *c, size_t app, const char *inst, int pid,
+			    enum kudu_dump_type type, struct capture_info *info)
 {
 	struct capture *cap;
+	char key[KUDU_INSTANCE_MAX];
 
 	memset(info, 0, sizeof(*info));
 	info->state = CAP_IDLE;
 	info->length = -1;
 	kudu_url_dump(c->cfg->apps[app], pid, type, info->url, sizeof(info->url));
+	capture_inst(c, app, inst, key, sizeof(key));
+	snprintf(info->instance, sizeof(info->instance), "%s", key);
 	pthread_mutex_lock(&c->cap_lock);
-	cap = table_find_locked(c, app, pid, type);
+	cap = table_find_locked(c, app, key, pid, type);
 	if (cap)
 		cache_capture_info_locked(c, cap, info, kudu_now());
 	pthread_mutex_unlock(&c->cap_lock);
 }
 
-int cache_capture_drop(struct cache *c, size_t app, int pid, enum kudu_dump_type type)
+int cache_capture_drop(struct cache *c, size_t app, const char *inst, int pid,
+		       enum kudu_dump_type type)
 {
 	struct capture *cap;
+	char key[KUDU_INSTANCE_MAX];
 	int rc = 0;
 
+	capture_inst(c, app, inst, key, sizeof(key));
 	pthread_mutex_lock(&c->cap_lock);
-	cap = table_find_locked(c, app, pid, type);
+	cap = table_find_locked(c, app, key, pid, type);
 	if (cap && (cap->state == CAP_FETCHING || cap->state == CAP_QUEUED))
 		rc = -EBUSY;
 	else if (cap)

@@ -1,7 +1,8 @@
 /*
- * Metadata cache: per-app process list and per-process details, with TTLs,
- * negative entries and single-flight fetches. One mutex (meta_lock) guards
- * it all; it is never held while a request is on the wire.
+ * Metadata cache: per view (an app's app-level view, and each of its
+ * instances') the process list and per-process details, with TTLs, negative
+ * entries and single-flight fetches; per app the instance list. One mutex
+ * (meta_lock) guards it all; it is never held while a request is on the wire.
  */
 #include "cache/cache_priv.h"
 #include "kudu/log.h"
@@ -47,21 +48,123 @@ void cache_blob_put(struct cache_blob *b)
 	free(b);
 }
 
+void cache_instances_put(struct cache_instances *l)
+{
+	if (!l || atomic_fetch_sub(&l->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		free(l->ids[i]);
+	free(l->ids);
+	free(l);
+}
+
+bool cache_instances_has(const struct cache_instances *l, const char *id, size_t len)
+{
+	for (size_t i = 0; l && i < l->n; i++)
+		if (strlen(l->ids[i]) == len && !memcmp(l->ids[i], id, len))
+			return true;
+	return false;
+}
+
+static void view_clear(struct view_meta *v)
+{
+	cache_list_put(v->list);
+	v->list = NULL;
+	for (size_t b = 0; v->details && b < DETAIL_BUCKETS; b++) {
+		struct detail_entry *e = v->details[b], *n;
+		for (; e; e = n) {
+			n = e->next;
+			cache_blob_put(e->blob);
+			free(e);
+		}
+	}
+	free(v->details);
+	v->details = NULL;
+}
+
 void cache_meta_free_all(struct cache *c)
 {
 	for (size_t a = 0; c->meta && a < c->cfg->napps; a++) {
 		struct app_meta *m = &c->meta[a];
 
-		cache_list_put(m->list);
-		for (size_t b = 0; b < DETAIL_BUCKETS; b++) {
-			struct detail_entry *e = m->details[b], *n;
-			for (; e; e = n) {
-				n = e->next;
-				cache_blob_put(e->blob);
-				free(e);
-			}
+		view_clear(&m->view);
+		while (m->insts) {
+			struct view_meta *v = m->insts;
+
+			m->insts = v->next;
+			view_clear(v);
+			free(v);
 		}
+		cache_instances_put(m->ilist);
 	}
+}
+
+static bool inst_is_app_view(const char *inst)
+{
+	return !inst || !inst[0];
+}
+
+/* The view of (app, inst) under meta_lock; an instance's is created on
+ * demand (fs/ has checked the instance is listed). NULL: out of memory, or
+ * !create and there is none. */
+static struct view_meta *view_find_locked(struct cache *c, size_t app, const char *inst,
+					  bool create)
+{
+	struct app_meta *m = &c->meta[app];
+	struct view_meta *v;
+
+	if (inst_is_app_view(inst))
+		return &m->view;
+	for (v = m->insts; v; v = v->next)
+		if (!strcmp(v->inst, inst))
+			return v;
+	if (!create || strlen(inst) >= sizeof(v->inst) || !(v = calloc(1, sizeof(*v))))
+		return NULL;
+	snprintf(v->inst, sizeof(v->inst), "%s", inst);
+	v->next = m->insts;
+	m->insts = v;
+	return v;
+}
+
+/* Free an instance's view (it is gone, or no longer listed). Nobody holds a
+ * pointer to it across a wait: they look it up again. */
+static void view_drop_locked(struct app_meta *m, const char *inst)
+{
+	for (struct view_meta **pp = &m->insts; *pp; pp = &(*pp)->next) {
+		struct view_meta *v = *pp;
+
+		if (strcmp(v->inst, inst))
+			continue;
+		*pp = v->next;
+		view_clear(v);
+		free(v);
+		return;
+	}
+}
+
+/* The instance a view's requests are pinned to: the instance of an
+ * instance view; for the app-level view the one its list came from
+ * (details and dumps of that list's processes must come from there too),
+ * "" before a list named one. */
+static void view_pin_locked(const struct view_meta *v, char *buf, size_t len)
+{
+	if (v->inst[0])
+		snprintf(buf, len, "%s", v->inst);
+	else
+		snprintf(buf, len, "%s", v->list ? v->list->instance : "");
+}
+
+void cache_view_instance(struct cache *c, size_t app, const char *inst, char *buf, size_t len)
+{
+	struct view_meta *v;
+
+	pthread_mutex_lock(&c->meta_lock);
+	v = view_find_locked(c, app, inst, false);
+	if (v)
+		view_pin_locked(v, buf, len);
+	else
+		snprintf(buf, len, "%s", inst);
+	pthread_mutex_unlock(&c->meta_lock);
 }
 
 /* Control characters and '/' become '_'; the result never is "." or "..",
@@ -175,79 +278,71 @@ ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname)
 	return (i >= 0 && !strcmp(l->dirnames[i], dirname)) ? i : -1;
 }
 
-static void details_prune_locked(struct app_meta *m, const struct cache_list *l);
+static void details_prune_locked(struct view_meta *v, const struct cache_list *l, bool all);
 
-int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
+/* Parse and store a list response of view (app, inst) (inflight was
+ * claimed for it); *out (if given) gets a reference. */
+static int list_result(struct cache *c, size_t app, const char *inst, struct kudu_request *req,
+		       struct cache_list **out)
 {
-	struct app_meta *m = &c->meta[app];
 	struct kudu_app *a = c->cfg->apps[app];
-	char url[1024], err[KUDU_ERRLEN];
-	char *body = NULL;
-	size_t len = 0;
-	int rc;
-
-	pthread_mutex_lock(&c->meta_lock);
-	for (;;) {
-		double now = kudu_now();
-
-		if (m->list && now - m->list_at < c->cfg->list_ttl) {
-			*out = cache_list_get(m->list);
-			pthread_mutex_unlock(&c->meta_lock);
-			return 0;
-		}
-		if (m->list_err && now - m->list_err_at < c->cfg->neg_ttl) {
-			rc = m->list_err;
-			pthread_mutex_unlock(&c->meta_lock);
-			return rc;
-		}
-		if (!m->list_inflight)
-			break;
-		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
-	}
-	m->list_inflight = true;
-	pthread_mutex_unlock(&c->meta_lock);
-
-	kudu_url_list(a, url, sizeof(url));
-	rc = kudu_client_get_json(c->client, a, url, &body, &len, err, sizeof(err));
+	struct view_meta *v;
 	struct cache_list *l = NULL;
 	struct kudu_proc_list model = { 0 };
 	bool odd_changed = false;
+	char err[KUDU_ERRLEN];
+	int rc = req->err;
+
+	snprintf(err, sizeof(err), "%s", req->errmsg);
 	if (rc == 0) {
-		rc = list_build(body, len, atomic_fetch_add(&c->list_gen, 1) + 1, &l, &model, err,
-				sizeof(err));
+		rc = list_build(req->body, req->body_len, atomic_fetch_add(&c->list_gen, 1) + 1, &l,
+				&model, err, sizeof(err));
 		if (rc == 0) {
-			body = NULL;
+			req->body = NULL; /* the list owns it now */
+			req->body_len = 0;
+			snprintf(l->instance, sizeof(l->instance), "%s", req->served_by);
 			list_index(l);
 		}
 	}
-	free(body);
-	if (rc < 0)
-		kudu_log(LOG_ERR, "%s: list: %s", a->name, err);
+	if (rc < 0 && !req->rerouted)
+		kudu_log(LOG_ERR, "%s%s%s: list: %s", a->name,
+			 inst_is_app_view(inst) ? "" : " instance ",
+			 inst_is_app_view(inst) ? "" : inst, err);
 
 	pthread_mutex_lock(&c->meta_lock);
-	m->list_inflight = false;
-	if (l) {
+	v = view_find_locked(c, app, inst, false);
+	if (v)
+		v->list_inflight = false;
+	if (l && v) {
 		/* every list_ttl brings the same list: say it once, not every time */
-		odd_changed = model.skipped != m->list_skipped ||
-			      model.duplicates != m->list_duplicates;
-		m->list_skipped = model.skipped;
-		m->list_duplicates = model.duplicates;
-		details_prune_locked(m, l);
-		cache_list_put(m->list);
-		m->list = l;
-		m->list_at = kudu_now();
-		m->list_err = 0;
-		*out = cache_list_get(l);
-	} else {
-		m->list_err = rc;
-		m->list_err_at = kudu_now();
+		odd_changed = model.skipped != v->list_skipped ||
+			      model.duplicates != v->list_duplicates;
+		v->list_skipped = model.skipped;
+		v->list_duplicates = model.duplicates;
+		/* the app-level view moved to another instance: none of the
+		 * details it has are of this list's processes, whatever the pids */
+		details_prune_locked(v, l, v->list && strcmp(v->list->instance, l->instance));
+		cache_list_put(v->list);
+		v->list = l;
+		v->list_at = kudu_now();
+		v->list_err = 0;
+		if (out)
+			*out = cache_list_get(l);
+	} else if (l) {
+		cache_list_put(l); /* the instance went while its list was on the wire */
+		rc = -ENOENT;
+	} else if (v) {
+		v->list_err = rc;
+		v->list_err_at = kudu_now();
 		if (rc == -ENOENT) {
-			cache_list_put(m->list);
-			m->list = NULL;
+			cache_list_put(v->list);
+			v->list = NULL;
 		}
 	}
 	pthread_cond_broadcast(&c->meta_cond);
 	pthread_mutex_unlock(&c->meta_lock);
+	if (req->rerouted)
+		cache_instance_gone(c, app, req->instance, req->served_by);
 	if (odd_changed)
 		kudu_log(LOG_WARNING,
 			 "%s: list: %zu items without a usable id or name skipped, "
@@ -256,35 +351,139 @@ int cache_get_list(struct cache *c, size_t app, struct cache_list **out)
 	return rc;
 }
 
+int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_list **out)
+{
+	struct kudu_app *a = c->cfg->apps[app];
+	struct view_meta *v;
+	struct kudu_request req;
+	int rc;
+
+	pthread_mutex_lock(&c->meta_lock);
+	v = view_find_locked(c, app, inst, true);
+	for (;;) {
+		double now = kudu_now();
+
+		if (!v) {
+			pthread_mutex_unlock(&c->meta_lock);
+			return inst_is_app_view(inst) ? -ENOMEM : -ENOENT;
+		}
+		if (v->list && now - v->list_at < c->cfg->list_ttl) {
+			*out = cache_list_get(v->list);
+			pthread_mutex_unlock(&c->meta_lock);
+			return 0;
+		}
+		if (v->list_err && now - v->list_err_at < c->cfg->neg_ttl) {
+			rc = v->list_err;
+			pthread_mutex_unlock(&c->meta_lock);
+			return rc;
+		}
+		if (!v->list_inflight)
+			break;
+		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+		/* the instance may have gone meanwhile: its view with it */
+		v = view_find_locked(c, app, inst, false);
+	}
+	v->list_inflight = true;
+	pthread_mutex_unlock(&c->meta_lock);
+
+	kudu_request_init(&req, a, KUDU_REQ_JSON);
+	if (!inst_is_app_view(inst))
+		snprintf(req.instance, sizeof(req.instance), "%s", inst);
+	kudu_url_list(a, req.url, sizeof(req.url));
+	kudu_client_fetch(c->client, &req);
+	rc = list_result(c, app, inst, &req, out);
+	kudu_request_reset(&req);
+	return rc;
+}
+
+struct list_prefetch {
+	struct kudu_request req;
+	struct cache *c;
+	size_t app;
+};
+
+static void list_prefetch_done(struct kudu_request *req)
+{
+	struct list_prefetch *p = req->arg;
+
+	list_result(p->c, p->app, req->instance, req, NULL);
+	kudu_request_reset(req);
+	free(p);
+}
+
+void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instances *l)
+{
+	struct kudu_app *a = c->cfg->apps[app];
+	double now = kudu_now();
+
+	for (size_t i = 0; i < l->n; i++) {
+		struct list_prefetch *p;
+		struct view_meta *v;
+		bool claim;
+
+		pthread_mutex_lock(&c->meta_lock);
+		v = view_find_locked(c, app, l->ids[i], true);
+		claim = v && !v->list_inflight && !(v->list && now - v->list_at < c->cfg->list_ttl);
+		if (claim)
+			v->list_inflight = true;
+		pthread_mutex_unlock(&c->meta_lock);
+		if (!claim)
+			continue;
+		if (!(p = calloc(1, sizeof(*p)))) {
+			struct kudu_request failed;
+
+			kudu_request_init(&failed, a, KUDU_REQ_JSON);
+			snprintf(failed.instance, sizeof(failed.instance), "%s", l->ids[i]);
+			failed.err = -ENOMEM;
+			snprintf(failed.errmsg, sizeof(failed.errmsg), "out of memory");
+			list_result(c, app, l->ids[i], &failed, NULL);
+			continue;
+		}
+		kudu_request_init(&p->req, a, KUDU_REQ_JSON);
+		snprintf(p->req.instance, sizeof(p->req.instance), "%s", l->ids[i]);
+		kudu_url_list(a, p->req.url, sizeof(p->req.url));
+		p->req.on_done = list_prefetch_done;
+		p->req.arg = p;
+		p->c = c;
+		p->app = app;
+		/* the client keeps at most max_conns of these on the wire */
+		kudu_client_submit(c->client, &p->req);
+	}
+}
+
 /* ---- details ---- */
 
-static struct detail_entry *detail_lookup(struct app_meta *m, int pid, bool create)
+static struct detail_entry *detail_lookup(struct view_meta *v, int pid, bool create)
 {
 	unsigned b = (unsigned)pid % DETAIL_BUCKETS;
 	struct detail_entry *e;
 
-	for (e = m->details[b]; e; e = e->next)
+	if (!v->details) {
+		if (!create || !(v->details = calloc(DETAIL_BUCKETS, sizeof(*v->details))))
+			return NULL;
+	}
+	for (e = v->details[b]; e; e = e->next)
 		if (e->pid == pid)
 			return e;
 	if (!create || !(e = calloc(1, sizeof(*e))))
 		return NULL;
 	e->pid = pid;
-	e->next = m->details[b];
-	m->details[b] = e;
+	e->next = v->details[b];
+	v->details[b] = e;
 	return e;
 }
 
 /* Workers come and go (php-cgi, node, WebJobs): details of processes no
  * longer listed would pile up for the life of the mount. */
-static void details_prune_locked(struct app_meta *m, const struct cache_list *l)
+static void details_prune_locked(struct view_meta *v, const struct cache_list *l, bool all)
 {
-	for (size_t b = 0; b < DETAIL_BUCKETS; b++) {
-		struct detail_entry **pp = &m->details[b];
+	for (size_t b = 0; v->details && b < DETAIL_BUCKETS; b++) {
+		struct detail_entry **pp = &v->details[b];
 
 		while (*pp) {
 			struct detail_entry *e = *pp;
 
-			if (e->inflight || cache_list_find_pid(l, e->pid) >= 0) {
+			if (e->inflight || (!all && cache_list_find_pid(l, e->pid) >= 0)) {
 				pp = &e->next;
 				continue;
 			}
@@ -328,14 +527,29 @@ static int details_parse(const char *body, size_t len, struct cache_blob **out, 
 	return 0;
 }
 
-/* Store a result under meta_lock; wakes everyone waiting for details. */
-static void detail_store(struct cache *c, size_t app, int pid, int rc, struct cache_blob *blob)
+/* Store a result under meta_lock; wakes everyone waiting for details. A
+ * view that went meanwhile takes nothing, nor one now on another instance
+ * than the result's (pin): those details are of another process. */
+static void detail_store(struct cache *c, size_t app, const char *inst, const char *pin, int pid,
+			 int rc, struct cache_blob *blob)
 {
-	struct detail_entry *e;
+	struct view_meta *v;
+	struct detail_entry *e = NULL;
+	char now_pin[KUDU_INSTANCE_MAX];
 
 	pthread_mutex_lock(&c->meta_lock);
-	e = detail_lookup(&c->meta[app], pid, true);
-	if (e) {
+	v = view_find_locked(c, app, inst, false);
+	if (v)
+		e = detail_lookup(v, pid, true);
+	if (e)
+		view_pin_locked(v, now_pin, sizeof(now_pin));
+	if (e && strcmp(now_pin, pin)) {
+		e->inflight = false; /* not fresh: the next reader fetches from the view's instance
+				      */
+		e->err = 0;
+		cache_blob_put(e->blob);
+		e->blob = NULL;
+	} else if (e) {
 		e->inflight = false;
 		cache_blob_put(e->blob);
 		e->blob = NULL;
@@ -351,27 +565,38 @@ static void detail_store(struct cache *c, size_t app, int pid, int rc, struct ca
 	cache_blob_put(blob);
 }
 
+static const char *view_label(const char *inst)
+{
+	return inst_is_app_view(inst) ? "" : inst;
+}
+
 /* Parse and store a details response; *out (if given) gets a reference. */
-static int detail_result(struct cache *c, size_t app, int pid, struct kudu_request *req,
-			 struct cache_blob **out)
+static int detail_result(struct cache *c, size_t app, const char *inst, int pid,
+			 struct kudu_request *req, struct cache_blob **out)
 {
 	struct cache_blob *blob = NULL;
 	char err[KUDU_ERRLEN];
 	int rc = req->err;
+	const char *name = c->cfg->apps[app]->name;
 
 	if (rc == 0) {
 		rc = details_parse(req->body, req->body_len, &blob, err, sizeof(err));
 		if (rc < 0)
-			kudu_log(LOG_ERR, "%s: process %d: %s", c->cfg->apps[app]->name, pid, err);
+			kudu_log(LOG_ERR, "%s%s%s: process %d: %s", name,
+				 inst_is_app_view(inst) ? "" : " instance ", view_label(inst), pid,
+				 err);
 	} else if (rc != -ENOENT) {
-		kudu_log(LOG_ERR, "%s: process %d details: %s", c->cfg->apps[app]->name, pid,
+		kudu_log(LOG_ERR, "%s%s%s: process %d details: %s", name,
+			 inst_is_app_view(inst) ? "" : " instance ", view_label(inst), pid,
 			 req->errmsg);
 	}
 	if (rc == 0 && out) {
 		atomic_fetch_add(&blob->refs, 1);
 		*out = blob;
 	}
-	detail_store(c, app, pid, rc, blob);
+	detail_store(c, app, inst, req->instance, pid, rc, blob);
+	if (req->rerouted)
+		cache_instance_gone(c, app, req->instance, req->served_by);
 	return rc;
 }
 
@@ -379,6 +604,7 @@ struct prefetch {
 	struct kudu_request req;
 	struct cache *c;
 	size_t app;
+	char inst[KUDU_INSTANCE_MAX];
 	int pid;
 };
 
@@ -386,80 +612,92 @@ static void prefetch_done(struct kudu_request *req)
 {
 	struct prefetch *p = req->arg;
 
-	detail_result(p->c, p->app, p->pid, req, NULL);
+	detail_result(p->c, p->app, p->inst, p->pid, req, NULL);
 	kudu_request_reset(req);
 	free(p);
 }
 
-/* Claim (app, pid) for fetching under meta_lock; false if fresh or in flight. */
-static bool detail_claim(struct cache *c, size_t app, int pid, double now)
+/* Claim (view, pid) for fetching under meta_lock; false if fresh or in flight. */
+static bool detail_claim(struct cache *c, struct view_meta *v, int pid, double now)
 {
-	struct detail_entry *e = detail_lookup(&c->meta[app], pid, true);
+	struct detail_entry *e = detail_lookup(v, pid, true);
 
+	(void)c;
 	if (!e || e->inflight || detail_fresh(c, e, now))
 		return false;
 	e->inflight = true;
 	return true;
 }
 
-static void detail_submit(struct cache *c, size_t app, int pid)
+static void detail_submit(struct cache *c, size_t app, const char *inst, const char *pin, int pid)
 {
 	struct prefetch *p = calloc(1, sizeof(*p));
 
 	if (!p) {
-		detail_store(c, app, pid, -ENOMEM, NULL);
+		detail_store(c, app, inst, pin, pid, -ENOMEM, NULL);
 		return;
 	}
 	kudu_request_init(&p->req, c->cfg->apps[app], KUDU_REQ_JSON);
 	kudu_url_details(c->cfg->apps[app], pid, p->req.url, sizeof(p->req.url));
+	snprintf(p->req.instance, sizeof(p->req.instance), "%s", pin);
 	p->req.on_done = prefetch_done;
 	p->req.arg = p;
 	p->c = c;
 	p->app = app;
+	snprintf(p->inst, sizeof(p->inst), "%s", inst ? inst : "");
 	p->pid = pid;
 	kudu_client_submit(c->client, &p->req);
 }
 
 /* Fetch details of every listed process named `name` (all if NULL). */
-static void prefetch_named(struct cache *c, size_t app, const struct cache_list *l,
-			   const char *name)
+static void prefetch_named(struct cache *c, size_t app, const char *inst,
+			   const struct cache_list *l, const char *name)
 {
 	int *todo = malloc((l->nprocs ? l->nprocs : 1) * sizeof(int));
 	size_t n = 0;
 	double now = kudu_now();
+	char pin[KUDU_INSTANCE_MAX] = "";
+	struct view_meta *v;
 
 	if (!todo)
 		return;
 	pthread_mutex_lock(&c->meta_lock);
-	for (size_t i = 0; i < l->nprocs; i++)
-		if ((!name || !strcasecmp(l->procs[i].name, name)) &&
-		    detail_claim(c, app, l->procs[i].pid, now))
-			todo[n++] = l->procs[i].pid;
+	v = view_find_locked(c, app, inst, false);
+	if (v) {
+		view_pin_locked(v, pin, sizeof(pin));
+		for (size_t i = 0; i < l->nprocs; i++)
+			if ((!name || !strcasecmp(l->procs[i].name, name)) &&
+			    detail_claim(c, v, l->procs[i].pid, now))
+				todo[n++] = l->procs[i].pid;
+	}
 	pthread_mutex_unlock(&c->meta_lock);
 	/* the client keeps at most max_conns of these on the wire */
 	for (size_t i = 0; i < n; i++)
-		detail_submit(c, app, todo[i]);
+		detail_submit(c, app, inst, pin, todo[i]);
 	free(todo);
 }
 
-void cache_prefetch_details(struct cache *c, size_t app, const struct cache_list *l)
+void cache_prefetch_details(struct cache *c, size_t app, const char *inst,
+			    const struct cache_list *l)
 {
-	prefetch_named(c, app, l, NULL);
+	prefetch_named(c, app, inst, l, NULL);
 }
 
-int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **out)
+int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
+		      struct cache_blob **out)
 {
-	struct app_meta *m = &c->meta[app];
+	struct view_meta *v;
 	struct detail_entry *e;
 	struct kudu_request req;
 	int rc;
 
 	pthread_mutex_lock(&c->meta_lock);
 	for (;;) {
-		e = detail_lookup(m, pid, true);
+		v = view_find_locked(c, app, inst, false);
+		e = v ? detail_lookup(v, pid, true) : NULL;
 		if (!e) {
 			pthread_mutex_unlock(&c->meta_lock);
-			return -ENOMEM;
+			return v ? -ENOMEM : (inst_is_app_view(inst) ? -ENOMEM : -ENOENT);
 		}
 		if (detail_fresh(c, e, kudu_now())) {
 			rc = e->err;
@@ -475,23 +713,27 @@ int cache_get_details(struct cache *c, size_t app, int pid, struct cache_blob **
 		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
 	}
 	e->inflight = true;
+	kudu_request_init(&req, c->cfg->apps[app], KUDU_REQ_JSON);
+	view_pin_locked(v, req.instance, sizeof(req.instance));
 	pthread_mutex_unlock(&c->meta_lock);
 
-	kudu_request_init(&req, c->cfg->apps[app], KUDU_REQ_JSON);
 	kudu_url_details(c->cfg->apps[app], pid, req.url, sizeof(req.url));
 	kudu_client_fetch(c->client, &req);
-	rc = detail_result(c, app, pid, &req, out);
+	rc = detail_result(c, app, inst, pid, &req, out);
 	kudu_request_reset(&req);
 	return rc;
 }
 
-bool cache_proc_gone(struct cache *c, size_t app, int pid)
+bool cache_proc_gone(struct cache *c, size_t app, const char *inst, int pid)
 {
-	struct detail_entry *e;
+	struct view_meta *v;
+	struct detail_entry *e = NULL;
 	bool gone = false;
 
 	pthread_mutex_lock(&c->meta_lock);
-	e = detail_lookup(&c->meta[app], pid, false);
+	v = view_find_locked(c, app, inst, false);
+	if (v)
+		e = detail_lookup(v, pid, false);
 	if (e && !e->inflight && e->err == -ENOENT && detail_fresh(c, e, kudu_now()))
 		gone = true;
 	pthread_mutex_unlock(&c->meta_lock);
@@ -501,14 +743,14 @@ bool cache_proc_gone(struct cache *c, size_t app, int pid)
 /* Index of the process holding role in l (kudu_model_role_of, first in list
  * order), fetching the candidates' details in parallel; -ENOENT if none
  * does, or a details error that is not "gone" (never reported as ENOENT). */
-static int role_find(struct cache *c, size_t app, const struct cache_list *l, enum kudu_role role,
-		     size_t *idx)
+static int role_find(struct cache *c, size_t app, const char *inst, const struct cache_list *l,
+		     enum kudu_role role, size_t *idx)
 {
 	int ferr = 0;
 
 	if (!l->role_holders)
 		return -ENOENT;
-	prefetch_named(c, app, l, l->role_holders);
+	prefetch_named(c, app, inst, l, l->role_holders);
 	for (size_t i = 0; i < l->nprocs; i++) {
 		struct cache_blob *b = NULL;
 		enum kudu_role r;
@@ -516,7 +758,7 @@ static int role_find(struct cache *c, size_t app, const struct cache_list *l, en
 
 		if (kudu_model_role_of(l->role_holders, l->procs[i].name, false) == KUDU_ROLE_NONE)
 			continue; /* not a candidate: no details needed */
-		e = cache_get_details(c, app, l->procs[i].pid, &b);
+		e = cache_get_details(c, app, inst, l->procs[i].pid, &b);
 		if (e != 0) { /* 0 or -errno; only 0 sets b */
 			if (e != -ENOENT && !ferr)
 				ferr = e;
@@ -532,27 +774,28 @@ static int role_find(struct cache *c, size_t app, const struct cache_list *l, en
 	return ferr ? ferr : -ENOENT;
 }
 
-int cache_find_role(struct cache *c, size_t app, enum kudu_role role, char *dirname, size_t len)
+int cache_find_role(struct cache *c, size_t app, const char *inst, enum kudu_role role,
+		    char *dirname, size_t len)
 {
 	struct cache_list *l;
 	size_t i;
-	int rc = cache_get_list(c, app, &l);
+	int rc = cache_get_list(c, app, inst, &l);
 
 	if (rc != 0) /* 0 or -errno; only 0 sets l */
 		return rc;
-	rc = role_find(c, app, l, role, &i);
+	rc = role_find(c, app, inst, l, role, &i);
 	if (rc == 0)
 		snprintf(dirname, len, "%s", l->dirnames[i]);
 	cache_list_put(l);
 	return rc;
 }
 
-int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
+int cache_proc_role(struct cache *c, size_t app, const char *inst, int pid, enum kudu_role *role)
 {
 	static const enum kudu_role roles[] = { KUDU_ROLE_SITE, KUDU_ROLE_SCM };
 	struct cache_list *l;
 	ssize_t self;
-	int rc = cache_get_list(c, app, &l);
+	int rc = cache_get_list(c, app, inst, &l);
 
 	if (rc != 0) /* 0 or -errno; only 0 sets l */
 		return rc;
@@ -565,7 +808,7 @@ int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
 		/* the links' own search, so the two can never disagree */
 		for (size_t r = 0; r < 2 && *role == KUDU_ROLE_NONE; r++) {
 			size_t i;
-			int e = role_find(c, app, l, roles[r], &i);
+			int e = role_find(c, app, inst, l, roles[r], &i);
 
 			if (e == 0 && i == (size_t)self)
 				*role = roles[r];
@@ -577,4 +820,158 @@ int cache_proc_role(struct cache *c, size_t app, int pid, enum kudu_role *role)
 	}
 	cache_list_put(l);
 	return rc;
+}
+
+/* ---- the instances of an app ---- */
+
+static struct cache_instances *instances_snapshot(const struct kudu_instances *found)
+{
+	struct cache_instances *l = calloc(1, sizeof(*l));
+
+	if (!l || !(l->ids = calloc(found->n ? found->n : 1, sizeof(*l->ids)))) {
+		free(l);
+		return NULL;
+	}
+	atomic_init(&l->refs, 1);
+	l->source = found->source;
+	for (size_t i = 0; i < found->n; i++) {
+		if (!(l->ids[i] = strdup(found->ids[i]))) {
+			cache_instances_put(l);
+			return NULL;
+		}
+		l->n++;
+	}
+	return l;
+}
+
+/* Views of instances the new list no longer has are freed: scaled in. */
+static void instances_prune_views_locked(struct app_meta *m, const struct cache_instances *l)
+{
+	struct view_meta **pp = &m->insts;
+
+	while (*pp) {
+		struct view_meta *v = *pp;
+
+		if (v->list_inflight || cache_instances_has(l, v->inst, strlen(v->inst))) {
+			pp = &v->next;
+			continue;
+		}
+		*pp = v->next;
+		view_clear(v);
+		free(v);
+	}
+}
+
+int cache_get_instances(struct cache *c, size_t app, bool refresh, struct cache_instances **out)
+{
+	struct app_meta *m = &c->meta[app];
+	struct kudu_app *a = c->cfg->apps[app];
+	struct kudu_instances found;
+	struct cache_instances *l = NULL;
+	char err[KUDU_ERRLEN] = "";
+	bool log_why = false;
+	double asked = kudu_now();
+	int rc;
+
+	pthread_mutex_lock(&c->meta_lock);
+	for (;;) {
+		double now = kudu_now();
+
+		/* a refresh is served by a discovery that started after it was asked */
+		if (m->ilist &&
+		    (refresh ? m->ilist_at >= asked : now - m->ilist_at < c->cfg->list_ttl)) {
+			atomic_fetch_add(&m->ilist->refs, 1);
+			*out = m->ilist;
+			pthread_mutex_unlock(&c->meta_lock);
+			return 0;
+		}
+		if (m->ilist_err && (refresh ? m->ilist_err_at >= asked
+					     : now - m->ilist_err_at < c->cfg->neg_ttl)) {
+			rc = m->ilist_err;
+			pthread_mutex_unlock(&c->meta_lock);
+			return rc;
+		}
+		if (!m->ilist_inflight)
+			break;
+		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+	}
+	m->ilist_inflight = true;
+	pthread_mutex_unlock(&c->meta_lock);
+
+	asked = kudu_now();
+	rc = kudu_instances_discover(c->client, a, &found, err, sizeof(err));
+	if (rc == 0 && !(l = instances_snapshot(&found)))
+		rc = -ENOMEM;
+	if (rc < 0)
+		kudu_log(LOG_ERR, "%s: instances: %s", a->name, err[0] ? err : strerror(-rc));
+
+	pthread_mutex_lock(&c->meta_lock);
+	m->ilist_inflight = false;
+	if (l) {
+		/* a fallback answered: say once which discovery failed and why */
+		log_why = found.why[0] && strcmp(found.why, m->ilist_why);
+		snprintf(m->ilist_why, sizeof(m->ilist_why), "%s", found.why);
+		instances_prune_views_locked(m, l);
+		cache_instances_put(m->ilist);
+		m->ilist = l;
+		m->ilist_at = asked;
+		m->ilist_err = 0;
+		atomic_fetch_add(&l->refs, 1);
+		*out = l;
+	} else {
+		m->ilist_err = rc;
+		m->ilist_err_at = asked;
+	}
+	pthread_cond_broadcast(&c->meta_cond);
+	pthread_mutex_unlock(&c->meta_lock);
+	if (log_why)
+		kudu_log(
+			LOG_WARNING,
+			"%s: instance discovery failed (%s); instances/ lists the %zu instance(s) %s",
+			a->name, found.why, l->n,
+			found.source == KUDU_INST_KUDU ? "Kudu's /instance/all names"
+						       : "the front end has named so far");
+	if (rc == 0)
+		kudu_instances_free(&found);
+	return rc;
+}
+
+void cache_instance_gone(struct cache *c, size_t app, const char *inst, const char *other)
+{
+	struct app_meta *m = &c->meta[app];
+	struct cache_instances *old = NULL, *l = NULL;
+	bool listed;
+
+	if (!inst || !inst[0])
+		return;
+	pthread_mutex_lock(&c->meta_lock);
+	listed = m->ilist && cache_instances_has(m->ilist, inst, strlen(inst));
+	if (listed && (l = calloc(1, sizeof(*l))) &&
+	    (l->ids = calloc(m->ilist->n, sizeof(*l->ids)))) {
+		/* snapshots are immutable: a new one without inst */
+		atomic_init(&l->refs, 1);
+		l->source = m->ilist->source;
+		for (size_t i = 0; i < m->ilist->n; i++)
+			if (strcmp(m->ilist->ids[i], inst) &&
+			    (l->ids[l->n] = strdup(m->ilist->ids[i])))
+				l->n++;
+		old = m->ilist;
+		m->ilist = l; /* keeps its time: discovery lists it again after list_ttl or on ls */
+	} else if (l) {
+		free(l);
+	}
+	view_drop_locked(m, inst);
+	/* the app-level view's list came from it: fetch it again (the front end
+	 * has moved the view's pin on) */
+	if (m->view.list && !strcmp(m->view.list->instance, inst))
+		m->view.list_at = 0;
+	pthread_cond_broadcast(&c->meta_cond);
+	pthread_mutex_unlock(&c->meta_lock);
+	cache_instances_put(old);
+	if (listed)
+		kudu_log(
+			LOG_WARNING,
+			"%s: instance %s is gone (the front end routed its request to %s); dropped from instances/ until discovery lists it again",
+			c->cfg->apps[app]->name, inst,
+			other && other[0] ? other : "another instance");
 }

@@ -39,8 +39,9 @@ char *cache_status_json(struct cache *c)
 			strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		json_array_append_new(
 			caps,
-			json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:f, s:s, s:s, s:s, s:s}", "app",
-				  c->cfg->apps[cap->app]->name, "pid", cap->pid, "type",
+			json_pack("{s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:f, s:s, s:s, s:s, s:s}",
+				  "app", c->cfg->apps[cap->app]->name, "instance", info.instance,
+				  "pid", cap->pid, "type",
 				  cap->type == KUDU_DUMP_FULL ? "full" : "mini", "state",
 				  cache_state_name(info.state), "bytes", (json_int_t)info.bytes,
 				  "length", (json_int_t)info.length, "rate_bytes_per_sec",

@@ -34,9 +34,10 @@ struct kudufs {
 
 enum fs_node_kind {
 	FS_ROOT,
-	FS_META_DIR, /* .kudufs */
-	FS_STATUS,   /* .kudufs/status.json */
-	FS_APP,
+	FS_META_DIR,  /* .kudufs */
+	FS_STATUS,    /* .kudufs/status.json */
+	FS_APP,       /* <app>, or with inst set <app>/instances/<inst> */
+	FS_INSTANCES, /* <app>/instances */
 	FS_PROCESSES, /* <app>/processes.json */
 	FS_ROLE_LINK, /* <app>/site, <app>/scm */
 	FS_PROC_DIR,
@@ -47,6 +48,8 @@ enum fs_node_kind {
 struct fs_node {
 	enum fs_node_kind kind;
 	size_t app;
+	char inst[KUDU_INSTANCE_MAX]; /* "" the app-level view, else the instance of
+					 instances/<inst>/ */
 	int pid;
 	enum kudu_role role;
 	enum kudu_dump_type dump;

@@ -79,6 +79,7 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("min_rate=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("max_json=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("ca_file=", KEY_KUDU_OPT),
+	FUSE_OPT_KEY("arm_endpoint=", KEY_KUDU_OPT),
 	FUSE_OPT_KEY("insecure", KEY_INSECURE),
 	FUSE_OPT_END,
 };
@@ -108,11 +109,14 @@ static void usage(FILE *out, const char *prog)
 "     command_timeout=SECS (60, password_command/token_command)\n"
 "     min_rate=BYTES (1K, per second, averaged over stall_timeout)  max_json=SIZE (32M)\n"
 "     max_conns=N (8)  prefetch_max=N (256)  insecure  ca_file=FILE\n"
+"     arm_endpoint=URL (https://management.azure.com, for arm_resource)\n"
 "     max_threads=N (64)  max_idle_threads=N (10)  (FUSE worker threads; each waiting\n"
 "     dump reader holds one), plus the usual FUSE mount options\n"
 "\n"
 "Credentials, first that applies: [app NAME] user + password_file|password_command|\n"
-"token_command; KUDUFS_USER/KUDUFS_PASSWORD (one app); ~/.netrc.\n",
+"token_command; KUDUFS_USER/KUDUFS_PASSWORD (one app); ~/.netrc.\n"
+"Instances of a scaled-out app (MOUNT/<app>/instances/): [app NAME] instances = ID,...;\n"
+"else arm_resource (+ arm_token_command); else Kudu's /instance/all.\n",
 		prog, prog, prog);
 }
 /* clang-format on */
@@ -225,7 +229,37 @@ static int build_config(struct options *o, int debug, struct kudu_config *cfg, c
 	return kudu_config_resolve_credentials(cfg, err, errlen);
 }
 
-/* One list request per app; prints "NAME: OK n processes" or the error. */
+/* --check's word on an app's instances: "3 instances (ARM), " when it is
+ * scaled out or its instances are configured, "" for a single-instance
+ * app (whose line stays as it always was). A discovery failure is a
+ * warning on stderr, never a failure: the Kudu list itself works. */
+static void check_instances(struct kudu_client *client, struct kudu_app *app, char *buf, size_t len)
+{
+	struct kudu_instances found;
+	char err[KUDU_ERRLEN] = "";
+	int rc = kudu_instances_discover(client, app, &found, err, sizeof(err));
+
+	buf[0] = '\0';
+	if (rc < 0) {
+		fprintf(stderr, "kudufs: %s: warning: instance discovery failed: %s\n", app->name,
+			err);
+		return;
+	}
+	if (found.why[0])
+		fprintf(stderr,
+			"kudufs: %s: warning: instance discovery failed (%s); instances/ lists %s\n",
+			app->name, found.why,
+			found.source == KUDU_INST_KUDU ? "Kudu's /instance/all"
+						       : "the instances the front end names");
+	if (found.n > 1 || found.source == KUDU_INST_ARM || found.source == KUDU_INST_CONFIG)
+		snprintf(buf, len, "%zu instance%s (%s), ", found.n, found.n == 1 ? "" : "s",
+			 kudu_instances_source_name(found.source));
+	kudu_instances_free(&found);
+}
+
+/* One list request per app; prints "NAME: OK n processes" or the error,
+ * and with --check the instances ("NAME: OK 3 instances (ARM), 14
+ * processes on 0a1b2c..."). */
 static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 {
 	struct kudu_client *client;
@@ -238,12 +272,21 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 	}
 	for (size_t i = 0; i < cfg->napps; i++) {
 		struct kudu_app *app = cfg->apps[i];
-		char url[1024], err[KUDU_ERRLEN];
+		struct kudu_request req;
+		char url[1024], err[KUDU_ERRLEN], insts[128] = "";
 		char *body = NULL;
 		size_t len = 0;
 
-		kudu_url_list(app, url, sizeof(url));
-		rc = kudu_client_get_json(client, app, url, &body, &len, err, sizeof(err));
+		kudu_request_init(&req, app, KUDU_REQ_JSON);
+		kudu_url_list(app, req.url, sizeof(req.url));
+		snprintf(url, sizeof(url), "%s", req.url);
+		rc = kudu_client_fetch(client, &req);
+		snprintf(err, sizeof(err), "%s", req.errmsg);
+		body = req.body;
+		len = req.body_len;
+		req.body = NULL;
+		if (rc == 0 && !quiet_ok)
+			check_instances(client, app, insts, sizeof(insts));
 		if (rc == 0) {
 			/* the mount's own parser: the count is what the tree shows */
 			struct kudu_proc_list l;
@@ -253,7 +296,9 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 				fprintf(out, "%s: %s (%s)\n", app->name, err, url);
 				failed++;
 			} else if (!quiet_ok) {
-				fprintf(out, "%s: OK %zu processes", app->name, l.nprocs);
+				fprintf(out, "%s: OK %s%zu processes", app->name, insts, l.nprocs);
+				if (insts[0] && req.served_by[0])
+					fprintf(out, " on %.6s...", req.served_by);
 				if (l.skipped || l.duplicates)
 					fprintf(out,
 						" (%zu items without a usable id or name skipped, "
@@ -263,7 +308,9 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 			}
 			kudu_model_list_free(&l);
 			free(body);
+			kudu_request_reset(&req);
 		} else {
+			kudu_request_reset(&req);
 			fprintf(out, "%s: %s\n", app->name, err);
 			failed++;
 		}

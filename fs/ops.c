@@ -4,6 +4,7 @@
  *   /.kudufs/status.json
  *   /<app>/processes.json, /<app>/site, /<app>/scm
  *   /<app>/<name>-<pid>/{details.json,minidump.dmp,fulldump.dmp}
+ *   /<app>/instances/<id>/...   the same view of one instance
  *
  * JSON files are opened with direct_io and served from a snapshot taken at
  * open, so a refresh between stat and read can never truncate them. Dump
@@ -65,8 +66,23 @@ static int find_app(const struct kudu_config *cfg, const char *name, size_t len,
 	return -ENOENT;
 }
 
-/* Does <app>/<dir> name a listed, not-vanished process? */
-static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t len, int *pid)
+/* Is inst (from <app>/instances/<inst>) a listed instance? A discovery
+ * error (EACCES: ARM refused the token) is the answer for every path below. */
+static int check_instance(struct kudufs *k, size_t app, const char *inst)
+{
+	struct cache_instances *l;
+	int rc = cache_get_instances(k->cache, app, false, &l);
+
+	if (rc < 0)
+		return rc;
+	rc = cache_instances_has(l, inst, strlen(inst)) ? 0 : -ENOENT;
+	cache_instances_put(l);
+	return rc;
+}
+
+/* Does <view>/<dir> name a listed, not-vanished process? */
+static int check_proc_dir(struct kudufs *k, size_t app, const char *inst, const char *dir,
+			  size_t len, int *pid)
 {
 	struct cache_list *l;
 	ssize_t i;
@@ -77,14 +93,14 @@ static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t 
 		return -ENOENT;
 	memcpy(name, dir, len);
 	name[len] = '\0';
-	rc = cache_get_list(k->cache, app, &l);
+	rc = cache_get_list(k->cache, app, inst, &l);
 	if (rc < 0)
 		return rc; /* a network error is never ENOENT */
 	i = cache_list_find_dir(l, name);
 	rc = i >= 0 ? 0 : -ENOENT;
 	if (i >= 0) {
 		*pid = l->procs[i].pid;
-		if (cache_proc_gone(k->cache, app, *pid))
+		if (cache_proc_gone(k->cache, app, inst, *pid))
 			rc = -ENOENT;
 	}
 	cache_list_put(l);
@@ -94,9 +110,9 @@ static int check_proc_dir(struct kudufs *k, size_t app, const char *dir, size_t 
 int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct fs_node *node,
 			const char **dir, size_t *dirlen)
 {
-	const char *seg[4];
-	size_t len[4];
-	int n = 0;
+	const char *seg[6];
+	size_t len[6];
+	int n = 0, b = 1; /* b: the first segment below the view's root */
 
 	memset(node, 0, sizeof(*node));
 	*dir = NULL;
@@ -106,7 +122,7 @@ int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct 
 			p++;
 		if (!*p)
 			break;
-		if (n == 4)
+		if (n == 6)
 			return -ENOENT;
 		seg[n] = p;
 		while (*p && *p != '/')
@@ -130,31 +146,46 @@ int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct 
 	}
 	if (find_app(cfg, seg[0], len[0], &node->app) < 0)
 		return -ENOENT;
-	if (n == 1) {
+	/* <app>/instances/<id>/ is a view of its own: the rest is parsed below
+	 * it; whether <id> is listed is fs_parse_path's to ask */
+	if (n >= 2 && SEG_IS(1, "instances")) {
+		if (n == 2) {
+			node->kind = FS_INSTANCES;
+			return 0;
+		}
+		if (len[2] >= sizeof(node->inst))
+			return -ENOENT;
+		memcpy(node->inst, seg[2], len[2]);
+		node->inst[len[2]] = '\0';
+		if (!kudu_instance_id_is_valid(node->inst))
+			return -ENOENT;
+		b = 3;
+	}
+	if (n == b) {
 		node->kind = FS_APP;
 		return 0;
 	}
-	if (n == 2 && SEG_IS(1, "processes.json")) {
+	if (n == b + 1 && SEG_IS(b, "processes.json")) {
 		node->kind = FS_PROCESSES;
 		return 0;
 	}
-	if (n == 2 && (SEG_IS(1, "site") || SEG_IS(1, "scm"))) {
+	if (n == b + 1 && (SEG_IS(b, "site") || SEG_IS(b, "scm"))) {
 		node->kind = FS_ROLE_LINK;
-		node->role = SEG_IS(1, "scm") ? KUDU_ROLE_SCM : KUDU_ROLE_SITE;
+		node->role = SEG_IS(b, "scm") ? KUDU_ROLE_SCM : KUDU_ROLE_SITE;
 		return 0;
 	}
-	if (n == 2)
+	if (n == b + 1)
 		node->kind = FS_PROC_DIR;
-	else if (n == 3 && SEG_IS(2, "details.json"))
+	else if (n == b + 2 && SEG_IS(b + 1, "details.json"))
 		node->kind = FS_DETAILS;
-	else if (n == 3 && SEG_IS(2, "minidump.dmp"))
+	else if (n == b + 2 && SEG_IS(b + 1, "minidump.dmp"))
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_MINI;
-	else if (n == 3 && SEG_IS(2, "fulldump.dmp"))
+	else if (n == b + 2 && SEG_IS(b + 1, "fulldump.dmp"))
 		node->kind = FS_DUMP, node->dump = KUDU_DUMP_FULL;
 	else
 		return -ENOENT;
-	*dir = seg[1];
-	*dirlen = len[1];
+	*dir = seg[b];
+	*dirlen = len[b];
 	return 0;
 #undef SEG_IS
 }
@@ -165,9 +196,11 @@ int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
 	size_t dirlen;
 	int rc = fs_path_parse_names(k->cfg, path, node, &dir, &dirlen);
 
+	if (rc == 0 && node->inst[0])
+		rc = check_instance(k, node->app, node->inst);
 	if (rc < 0 || !dir)
 		return rc;
-	return check_proc_dir(k, node->app, dir, dirlen, &node->pid);
+	return check_proc_dir(k, node->app, node->inst, dir, dirlen, &node->pid);
 }
 
 static void fill_stat(const struct kudufs *k, struct stat *st, mode_t mode, off_t size)
@@ -195,6 +228,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	case FS_ROOT:
 	case FS_META_DIR:
 	case FS_APP:
+	case FS_INSTANCES:
 	case FS_PROC_DIR:
 		fill_stat(k, st, S_IFDIR | 0555, 0);
 		return 0;
@@ -206,7 +240,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	}
 	case FS_PROCESSES: {
 		struct cache_list *l;
-		rc = cache_get_list(k->cache, n.app, &l);
+		rc = cache_get_list(k->cache, n.app, n.inst, &l);
 		if (rc < 0)
 			return rc;
 		fill_stat(k, st, S_IFREG | 0444, (off_t)l->raw_len);
@@ -215,7 +249,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	}
 	case FS_ROLE_LINK: {
 		char target[512];
-		rc = cache_find_role(k->cache, n.app, n.role, target, sizeof(target));
+		rc = cache_find_role(k->cache, n.app, n.inst, n.role, target, sizeof(target));
 		if (rc < 0)
 			return rc;
 		fill_stat(k, st, S_IFLNK | 0777, (off_t)strlen(target));
@@ -223,7 +257,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	}
 	case FS_DETAILS: {
 		struct cache_blob *b;
-		rc = cache_get_details(k->cache, n.app, n.pid, &b);
+		rc = cache_get_details(k->cache, n.app, n.inst, n.pid, &b);
 		if (rc < 0)
 			return rc;
 		fill_stat(k, st, S_IFREG | 0444, (off_t)b->len);
@@ -232,7 +266,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	}
 	case FS_DUMP: {
 		uint64_t size = 0;
-		if (cache_capture_size(k->cache, n.app, n.pid, n.dump, &size) < 0)
+		if (cache_capture_size(k->cache, n.app, n.inst, n.pid, n.dump, &size) < 0)
 			size = 0; /* unknown until a capture completes */
 		fill_stat(k, st, S_IFREG | 0400, (off_t)size);
 		return 0;
@@ -251,7 +285,7 @@ static int op_readlink(const char *path, char *buf, size_t size)
 		return rc;
 	if (n.kind != FS_ROLE_LINK)
 		return -EINVAL;
-	return cache_find_role(k->cache, n.app, n.role, buf, size);
+	return cache_find_role(k->cache, n.app, n.inst, n.role, buf, size);
 }
 
 /* Directory entries in libfuse's offset mode (an entry's offset is its
@@ -312,7 +346,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 			h->list_unread = false;
 			l = cache_list_get(h->list);
 		} else {
-			rc = cache_get_list(k->cache, n.app, &l);
+			rc = cache_get_list(k->cache, n.app, n.inst, &l);
 			if (rc < 0)
 				return rc;
 			if (h) {
@@ -325,26 +359,46 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		 * entry refreshes, which would cost two GETXATTRs per process on
 		 * every later `ls -l`. Dentries from the first listing stay valid
 		 * for entry_timeout, and expire into ordinary lookups after. */
-		if (atomic_load(&k->listed_gen[n.app]) == l->gen)
+		if (!n.inst[0] && atomic_load(&k->listed_gen[n.app]) == l->gen)
 			e.plus = false;
 		/* So a grep over every details.json right after is served from
 		 * cache. Details are Kudu's slow call (it runs KuduHandles.exe per
 		 * process): an app bigger than prefetch_max is fetched on demand. */
 		if (off == 0 && l->nprocs <= k->cfg->prefetch_max)
-			cache_prefetch_details(k->cache, n.app, l);
+			cache_prefetch_details(k->cache, n.app, n.inst, l);
 		fill_stat(k, &st, S_IFREG | 0444, (off_t)l->raw_len);
 		dir_add(&e, "processes.json", &st);
 		for (size_t i = 0; i < l->nprocs; i++)
-			if (!cache_proc_gone(k->cache, n.app, l->procs[i].pid))
+			if (!cache_proc_gone(k->cache, n.app, n.inst, l->procs[i].pid))
 				dir_add(&e, l->dirnames[i], &dir_st);
 		/* found through details: left to a lookup */
 		if (l->role_holders) {
 			dir_add(&e, "scm", NULL);
 			dir_add(&e, "site", NULL);
 		}
-		if (!e.full)
+		/* instances/ is reachable by name but not listed: an app's
+		 * listing stays exactly its processes, so globs over the app's
+		 * directories, find, du and scripts written before see no change */
+		if (!e.full && !n.inst[0])
 			atomic_store(&k->listed_gen[n.app], l->gen);
 		cache_list_put(l);
+		return 0;
+	}
+	case FS_INSTANCES: {
+		struct cache_instances *l;
+
+		/* `ls instances` asks discovery again (ARM, /instance/all): an
+		 * operator looking for a new instance should not wait list_ttl */
+		rc = cache_get_instances(k->cache, n.app, off == 0, &l);
+		if (rc < 0)
+			return rc;
+		/* so listing each instance after, or a grep over every instance's
+		 * processes.json finds the lists fetched, in parallel */
+		if (off == 0)
+			cache_prefetch_lists(k->cache, n.app, l);
+		for (size_t i = 0; i < l->n; i++)
+			dir_add(&e, l->ids[i], &dir_st);
+		cache_instances_put(l);
 		return 0;
 	}
 	case FS_PROC_DIR:
@@ -402,14 +456,14 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		h->len = h->data ? strlen(h->data) : 0;
 		break;
 	case FS_PROCESSES:
-		rc = cache_get_list(k->cache, n.app, &h->list);
+		rc = cache_get_list(k->cache, n.app, n.inst, &h->list);
 		if (rc == 0) {
 			h->data = h->list->raw;
 			h->len = h->list->raw_len;
 		}
 		break;
 	case FS_DETAILS:
-		rc = cache_get_details(k->cache, n.app, n.pid, &h->blob);
+		rc = cache_get_details(k->cache, n.app, n.inst, n.pid, &h->blob);
 		if (rc == 0) {
 			h->data = h->blob->data;
 			h->len = h->blob->len;
@@ -443,7 +497,8 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (rc < 0)
 		return rc;
-	if (n.kind != FS_ROOT && n.kind != FS_META_DIR && n.kind != FS_APP && n.kind != FS_PROC_DIR)
+	if (n.kind != FS_ROOT && n.kind != FS_META_DIR && n.kind != FS_APP &&
+	    n.kind != FS_INSTANCES && n.kind != FS_PROC_DIR)
 		return -ENOTDIR;
 	h = calloc(1, sizeof(*h));
 	if (!h)
@@ -479,8 +534,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 		if (!cap) {
 			struct capture *none = NULL;
 
-			rc = cache_capture_acquire(k->cache, h->node.app, h->node.pid, h->node.dump,
-						   &cap);
+			rc = cache_capture_acquire(k->cache, h->node.app, h->node.inst, h->node.pid,
+						   h->node.dump, &cap);
 			if (rc < 0)
 				return rc;
 			/* two first reads on one handle (threads, AIO): one reference stays */
@@ -556,12 +611,14 @@ static int op_unlink(const char *path)
 	if (n.kind != FS_DUMP)
 		return -EROFS;
 	/* rm of a dump file forgets its capture; the next read fetches anew */
-	return cache_capture_drop(k->cache, n.app, n.pid, n.dump);
+	return cache_capture_drop(k->cache, n.app, n.inst, n.pid, n.dump);
 }
 
 static const char *const xattr_names[] = { "state", "bytes", "url", "error", "filename" };
 /* A process directory's: site, scm or empty, as the <app>/site and <app>/scm links say. */
 #define XATTR_ROLE XATTR_PREFIX "role"
+/* A process directory's and dump file's, in both views: the instance id it belongs to. */
+#define XATTR_INSTANCE XATTR_PREFIX "instance"
 
 static int xattr_reply(const char *v, char *value, size_t size)
 {
@@ -574,6 +631,22 @@ static int xattr_reply(const char *v, char *value, size_t size)
 	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result): an xattr value has no NUL */
 	memcpy(value, v, len);
 	return (int)len;
+}
+
+/* The instance a process directory or dump file belongs to: its
+ * instances/<id>/ view's, or in the app-level view the instance its list
+ * came from, and for a dump the instance that answered it ("" unknown:
+ * the server named none). */
+static void fs_node_instance(struct kudufs *k, const struct fs_node *n, char *buf, size_t len)
+{
+	if (n->kind == FS_DUMP) {
+		struct capture_info info;
+
+		cache_capture_get_info(k->cache, n->app, n->inst, n->pid, n->dump, &info);
+		snprintf(buf, len, "%s", info.instance);
+	} else {
+		cache_view_instance(k->cache, n->app, n->inst, buf, len);
+	}
 }
 
 static int op_getxattr(const char *path, const char *name, char *value, size_t size)
@@ -592,16 +665,22 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 	rc = fs_parse_path(k, path, &n);
 	if (rc < 0)
 		return rc;
+	if ((n.kind == FS_PROC_DIR || n.kind == FS_DUMP) && !strcmp(name, XATTR_INSTANCE)) {
+		char inst[KUDU_INSTANCE_MAX];
+
+		fs_node_instance(k, &n, inst, sizeof(inst));
+		return inst[0] ? xattr_reply(inst, value, size) : -ENODATA;
+	}
 	if (n.kind == FS_PROC_DIR && !strcmp(name, XATTR_ROLE)) {
 		enum kudu_role role;
 
-		rc = cache_proc_role(k->cache, n.app, n.pid, &role);
+		rc = cache_proc_role(k->cache, n.app, n.inst, n.pid, &role);
 		return rc < 0 ? rc : xattr_reply(kudu_model_role_name(role), value, size);
 	}
 	if (n.kind != FS_DUMP)
 		return -ENODATA;
 	name += strlen(XATTR_PREFIX);
-	cache_capture_get_info(k->cache, n.app, n.pid, n.dump, &info);
+	cache_capture_get_info(k->cache, n.app, n.inst, n.pid, n.dump, &info);
 	if (!strcmp(name, "state")) {
 		v = cache_state_name(info.state);
 	} else if (!strcmp(name, "bytes")) {
@@ -623,29 +702,35 @@ static int op_listxattr(const char *path, char *list, size_t size)
 {
 	struct kudufs *k = fs_self();
 	struct fs_node n;
+	char inst[KUDU_INSTANCE_MAX];
 	size_t need = 0;
+	bool has_inst;
 	int rc = fs_parse_path(k, path, &n);
 
 	if (rc < 0)
 		return rc;
-	if (n.kind == FS_PROC_DIR) {
-		need = strlen(XATTR_ROLE) + 1;
-		if (size && size < need)
-			return -ERANGE;
-		if (size)
-			memcpy(list, XATTR_ROLE, need);
-		return (int)need;
-	}
-	if (n.kind != FS_DUMP)
+	if (n.kind != FS_PROC_DIR && n.kind != FS_DUMP)
 		return 0;
-	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
-		need += strlen(XATTR_PREFIX) + strlen(xattr_names[i]) + 1;
+	fs_node_instance(k, &n, inst, sizeof(inst));
+	has_inst = inst[0] != '\0';
+	if (has_inst)
+		need += strlen(XATTR_INSTANCE) + 1;
+	if (n.kind == FS_PROC_DIR)
+		need += strlen(XATTR_ROLE) + 1;
+	else
+		for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+			need += strlen(XATTR_PREFIX) + strlen(xattr_names[i]) + 1;
 	if (size == 0)
 		return (int)need;
 	if (size < need)
 		return -ERANGE;
-	for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
-		list += sprintf(list, "%s%s", XATTR_PREFIX, xattr_names[i]) + 1;
+	if (has_inst)
+		list += sprintf(list, "%s", XATTR_INSTANCE) + 1;
+	if (n.kind == FS_PROC_DIR)
+		list += sprintf(list, "%s", XATTR_ROLE) + 1;
+	else
+		for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
+			list += sprintf(list, "%s%s", XATTR_PREFIX, xattr_names[i]) + 1;
 	return (int)need;
 }
 

@@ -79,6 +79,7 @@ struct xfer {
 	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
 	bool affinity_set;                /* ... if any ("" when its value was not an id) */
 	bool rerouted;    /* pinned, and another instance answered: abort, body unread */
+	bool preflight;   /* this attempt only checks the pinned instance is there */
 	double rate_t0;   /* min_rate window: its start ... */
 	uint64_t rate_b0; /* ... and the body bytes then */
 };
@@ -320,6 +321,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 		x->local_err = c;
 		return 0;
 	}
+	if (x->preflight)
+		return n; /* the list is not wanted, only who answered it */
 	if (req->kind == KUDU_REQ_DUMP && req->status == 200) {
 		size_t off = 0;
 
@@ -495,9 +498,24 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	x->cfg = cfg;
 	x->t_start = kudu_now();
 	req->attempts++;
+	/* A dump pauses the process, and Kudu writes it before it sends a
+	 * header: a dump request the front end reroutes to another instance
+	 * would pause a process there that nobody asked for. So a pinned dump
+	 * first asks the cheap list of its instance; only if that instance
+	 * answers itself does the dump go out, a moment later. */
+	x->preflight = req->kind == KUDU_REQ_DUMP && req->instance[0] && !req->preflighted;
+	if (x->preflight)
+		req->attempts--;
 
 	CURL *e = x->easy;
-	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	if (x->preflight) {
+		char url[sizeof(req->url)];
+
+		kudu_url_list(app, url, sizeof(url));
+		curl_easy_setopt(e, CURLOPT_URL, url);
+	} else {
+		curl_easy_setopt(e, CURLOPT_URL, req->url);
+	}
 	curl_easy_setopt(e, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
@@ -755,8 +773,19 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 		req->rerouted = true;
 		snprintf(req->served_by, sizeof(req->served_by), "%s", x->affinity);
 		if (x->affinity[0] && client_app_of(c, req->app)) {
+			struct client_app *ca = client_app_of(c, req->app);
+
 			pthread_mutex_lock(&c->inst_lock);
-			client_note_seen_locked(client_app_of(c, req->app), x->affinity);
+			client_note_seen_locked(ca, x->affinity);
+			/* the app-level view was on the instance that is gone: it
+			 * follows the front end, as a browser would */
+			if (!strcmp(ca->view, req->instance)) {
+				kudu_log(
+					LOG_WARNING,
+					"%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
+					req->app->name, ca->view, x->affinity);
+				snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
+			}
 			pthread_mutex_unlock(&c->inst_lock);
 		}
 		snprintf(req->errmsg, sizeof(req->errmsg),
@@ -772,6 +801,16 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 	}
 	if (x->headers_done || x->affinity_set)
 		client_note_affinity(c, req, x);
+	if (x->preflight) {
+		/* the instance answered itself (or the check failed in a way the
+		 * dump will report on its own): now the dump */
+		xfer_release(c, req);
+		kudu_request_reset(req);
+		req->preflighted = true;
+		req->t_retry = now;
+		list_append(&c->waiting_head, &c->waiting_tail, req);
+		return true;
+	}
 	if (x->local_err) {
 		req->err = -x->local_err;
 		if (x->local_err == EFBIG) {

@@ -188,6 +188,7 @@ struct kudu_request {
 					      none */
 	bool rerouted;                     /* pinned, but the front end routed it to served_by */
 	unsigned token_gen;                /* generation of the bearer token sent */
+	bool preflighted;                  /* private: a pinned dump's instance was checked first */
 
 	/* private to the client */
 	void *priv;      /* struct xfer while on the wire */

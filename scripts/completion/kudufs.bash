@@ -12,7 +12,7 @@
 _kudufs_okeys='config= cache_dir= cache_max= dump_ttl= list_ttl= detail_ttl=
 negative_ttl= connect_timeout= meta_timeout= first_byte_timeout=
 stall_timeout= command_timeout= min_rate= max_json= max_conns= prefetch_max= insecure ca_file=
-max_threads= max_idle_threads= clone_fd allow_other allow_root
+arm_endpoint= max_threads= max_idle_threads= clone_fd allow_other allow_root
 default_permissions debug fsname= ro'
 _kudufs_opts='-f -d -s -o -h --help -V --version --check --app --config'
 _kudufs_to_blob_opts='--mount --app --config -o --type --all --pid --name

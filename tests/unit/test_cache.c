@@ -203,8 +203,8 @@ static struct capture *start(struct env *e, size_t app, int pid)
 	int fd = -1;
 	ssize_t n;
 
-	CHECK(cache_capture_acquire(e->c, app, pid, KUDU_DUMP_MINI, &cap) == 0, "acquire %zu/%d",
-	      app, pid);
+	CHECK(cache_capture_acquire(e->c, app, NULL, pid, KUDU_DUMP_MINI, &cap) == 0,
+	      "acquire %zu/%d", app, pid);
 	n = cache_capture_wait(e->c, cap, 1, 0, interrupted_now, &fd);
 	CHECK(n == -EINTR, "wait of a fresh capture %zu/%d: %zd", app, pid, n);
 	return cap;
@@ -214,7 +214,7 @@ static enum capture_state state_of(struct env *e, size_t app, int pid)
 {
 	struct capture_info info;
 
-	cache_capture_get_info(e->c, app, pid, KUDU_DUMP_MINI, &info);
+	cache_capture_get_info(e->c, app, NULL, pid, KUDU_DUMP_MINI, &info);
 	return info.state;
 }
 
@@ -284,9 +284,9 @@ static void test_queue(void)
 	CHECK(state_of(&e, 0, 2) == CAP_QUEUED && state_of(&e, 0, 3) == CAP_QUEUED,
 	      "a/2, a/3 queued");
 	CHECK(state_of(&e, 1, 1) == CAP_FETCHING, "b/1 fetching");
-	CHECK(cache_capture_drop(e.c, 0, 2, KUDU_DUMP_MINI) == -EBUSY,
+	CHECK(cache_capture_drop(e.c, 0, NULL, 2, KUDU_DUMP_MINI) == -EBUSY,
 	      "rm of a queued dump: EBUSY");
-	CHECK(cache_capture_drop(e.c, 0, 1, KUDU_DUMP_MINI) == -EBUSY,
+	CHECK(cache_capture_drop(e.c, 0, NULL, 1, KUDU_DUMP_MINI) == -EBUSY,
 	      "rm of a fetching dump: EBUSY");
 	r0 = fake_req(0); /* NULL if the CHECKs above failed */
 	CHECK(r0 && strstr(r0->url, "/api/processes/1/dump?dumpType=1") != NULL, "url %s",
@@ -328,7 +328,7 @@ static void test_queue(void)
 		check_content(&e, again, "a2 again");
 		cache_capture_release(e.c, again);
 	}
-	CHECK(cache_capture_drop(e.c, 0, 1, KUDU_DUMP_MINI) == 0, "rm of a complete dump");
+	CHECK(cache_capture_drop(e.c, 0, NULL, 1, KUDU_DUMP_MINI) == 0, "rm of a complete dump");
 	CHECK(state_of(&e, 0, 1) == CAP_IDLE, "gone after rm");
 	check_content(&e, a1, "dump of a1"); /* an open reader keeps its bytes */
 	cache_capture_release(e.c, a1);
@@ -349,7 +349,7 @@ static void test_reader_leaves_queue(void)
 	env_open(&e, 1 << 20);
 	a1 = start(&e, 0, 1);
 	a2 = start(&e, 0, 2);
-	CHECK(cache_capture_acquire(e.c, 0, 2, KUDU_DUMP_MINI, &a2b) == 0 && a2b == a2,
+	CHECK(cache_capture_acquire(e.c, 0, NULL, 2, KUDU_DUMP_MINI, &a2b) == 0 && a2b == a2,
 	      "a second reader shares the capture");
 	a3 = start(&e, 0, 3);
 	CHECK(state_of(&e, 0, 2) == CAP_QUEUED, "a/2 queued");
@@ -404,21 +404,21 @@ static void test_eviction(void)
 
 	z = start(&e, 0, 3);
 	CHECK(fake_body(2, big, 400, 400) == 0, "z fits after an eviction");
-	CHECK(cache_capture_size(e.c, 0, 2, KUDU_DUMP_MINI, &size) == -ENOENT, "y evicted");
-	CHECK(cache_capture_size(e.c, 0, 1, KUDU_DUMP_MINI, &size) == 0 && size == 400,
+	CHECK(cache_capture_size(e.c, 0, NULL, 2, KUDU_DUMP_MINI, &size) == -ENOENT, "y evicted");
+	CHECK(cache_capture_size(e.c, 0, NULL, 1, KUDU_DUMP_MINI, &size) == 0 && size == 400,
 	      "x (used more recently) kept");
 	CHECK(status_int(&e, "spool_bytes") == 800, "spool_bytes after eviction");
 	fake_finish(2, 0, 200, "application/octet-stream");
 	CHECK(state_of(&e, 0, 3) == CAP_COMPLETE, "z complete");
 
 	/* x and z both have a reader now: nothing may go */
-	CHECK(cache_capture_acquire(e.c, 0, 1, KUDU_DUMP_MINI, &x) == 0, "reopen x");
+	CHECK(cache_capture_acquire(e.c, 0, NULL, 1, KUDU_DUMP_MINI, &x) == 0, "reopen x");
 	w = start(&e, 0, 4);
 	CHECK(fake_body(3, big, 400, -1) == ENOSPC, "no room, nothing evictable: ENOSPC");
 	fake_finish(3, -ENOSPC, 200, "");
 	CHECK(state_of(&e, 0, 4) == CAP_FAILED, "w failed");
-	CHECK(cache_capture_size(e.c, 0, 1, KUDU_DUMP_MINI, &size) == 0, "x (read) kept");
-	CHECK(cache_capture_size(e.c, 0, 3, KUDU_DUMP_MINI, &size) == 0, "z (read) kept");
+	CHECK(cache_capture_size(e.c, 0, NULL, 1, KUDU_DUMP_MINI, &size) == 0, "x (read) kept");
+	CHECK(cache_capture_size(e.c, 0, NULL, 3, KUDU_DUMP_MINI, &size) == 0, "z (read) kept");
 	{
 		int fd;
 		ssize_t n = cache_capture_wait(e.c, w, 1, 0, interrupted_now, &fd);
@@ -430,7 +430,7 @@ static void test_eviction(void)
 	v = start(&e, 0, 5);
 	CHECK(fake_body(4, "", 0, 5000) == ENOSPC, "Content-Length > cache_max: ENOSPC");
 	fake_finish(4, -ENOSPC, 200, "");
-	CHECK(cache_capture_size(e.c, 0, 1, KUDU_DUMP_MINI, &size) == 0, "x untouched");
+	CHECK(cache_capture_size(e.c, 0, NULL, 1, KUDU_DUMP_MINI, &size) == 0, "x untouched");
 
 	/* a partial dump never stays in the spool */
 	snprintf(err_body, sizeof(err_body), "%s", "partial");
