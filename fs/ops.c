@@ -727,7 +727,7 @@ static int op_listxattr(const char *path, char *list, size_t size)
 	if (has_inst)
 		list += sprintf(list, "%s", XATTR_INSTANCE) + 1;
 	if (n.kind == FS_PROC_DIR)
-		list += sprintf(list, "%s", XATTR_ROLE) + 1;
+		sprintf(list, "%s", XATTR_ROLE);
 	else
 		for (size_t i = 0; i < sizeof(xattr_names) / sizeof(xattr_names[0]); i++)
 			list += sprintf(list, "%s%s", XATTR_PREFIX, xattr_names[i]) + 1;

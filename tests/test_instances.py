@@ -3,7 +3,6 @@
 named), pinning every request to its instance and refusing answers from another one,
 one dump per app at a time across instances, and --check's report. Real mounts against
 tests/kudu_emulator.py with --instances."""
-import errno
 import hashlib
 import json
 import os
@@ -14,7 +13,7 @@ import threading
 
 import pytest
 
-from conftest import run, wait_for
+from helpers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUDUFS = os.environ.get("KUDUFS_BIN", os.path.join(ROOT, "kudufs"))
