@@ -120,8 +120,8 @@ static bool make_room_locked(struct cache *c, uint64_t need, const struct captur
 		char label[300];
 
 		capture_label(c, victim, label, sizeof(label));
-		kudu_log(LOG_NOTICE, "cache_max: evicting %s %s (%llu bytes)", label, cap_kind(victim),
-			 (unsigned long long)victim->bytes);
+		kudu_log(LOG_NOTICE, "cache_max: evicting %s %s (%llu bytes)", label,
+			 cap_kind(victim), (unsigned long long)victim->bytes);
 		table_remove_locked(c, victim);
 	}
 	return true;
