@@ -17,9 +17,10 @@ Processes and mounts
   has_open(pid, path)              whether process pid has path open
 kudufs
   KUDUFS_BIN                       $KUDUFS_BIN or <repo>/kudufs
-  kudufs_env(home, env=None)       os.environ without KUDUFS_USER/PASSWORD, HOME=home, + env
+  kudufs_env(home=None, env=None)  os.environ without KUDUFS_USER/PASSWORD, HOME=home, + env
   write_private(path, text)        a mode-0600 file; returns path as given
   write_config(tmp, apps, ...)     a kudufs config (and password files) in tmp; its path
+                                   (a pathlib.Path if tmp is one)
   start_mount(cfg, mnt, tmp, ...)  kudufs -f on mnt, waited for: a Mount (.mounted says if it did)
   Mount                            .path .proc .pid .cfg .tmp .log() .wait() .unmount() .returncode
   xattr(path, name)                user.kudufs.NAME as text, "<ENOENT>"-style on error
@@ -35,6 +36,7 @@ import base64
 import errno
 import json
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -174,13 +176,14 @@ def unmount(path, proc=None, timeout=5):
 
 # ------------------------------------------------------------------ kudufs
 
-def kudufs_env(home, env=None):
+def kudufs_env(home=None, env=None):
     """kudufs's environment: no KUDUFS_USER/KUDUFS_PASSWORD of the user running the tests, and
-    HOME=home (no stray ~/.netrc or ~/.config/kudufs either); then env on top."""
+    HOME=home if given (no stray ~/.netrc or ~/.config/kudufs either); then env on top."""
     e = dict(os.environ)
     e.pop("KUDUFS_USER", None)
     e.pop("KUDUFS_PASSWORD", None)
-    e["HOME"] = str(home)
+    if home is not None:
+        e["HOME"] = str(home)
     e.update(env or {})
     return e
 
@@ -202,6 +205,7 @@ def write_config(tmp, apps, user=None, password=None, config_extra="", cache_dir
     "demo-secret-pw") and may be dicts name -> value; a password goes to tmp/NAME.pass
     (mode 0600) as password_file; password False writes none. config_extra: lines added to
     the [kudufs] section, whose cache_dir is tmp/cache unless given."""
+    is_path = isinstance(tmp, pathlib.PurePath)
     tmp = str(tmp)
     lines = ["[kudufs]", "cache_dir = %s" % (cache_dir or os.path.join(tmp, "cache"))]
     lines += config_extra.splitlines() + [""]
@@ -221,7 +225,8 @@ def write_config(tmp, apps, user=None, password=None, config_extra="", cache_dir
             write_private(pw_file, p + "\n")
             lines.append("password_file = %s" % pw_file)
         lines += ["%s = %s" % kv for kv in app.items()] + [""]
-    return write_private(os.path.join(tmp, "config"), "\n".join(lines))
+    path = os.path.join(tmp, "config")
+    return write_private(pathlib.Path(path) if is_path else path, "\n".join(lines))
 
 
 class Mount:

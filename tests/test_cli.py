@@ -10,58 +10,20 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KUDUFS = os.environ.get("KUDUFS_BIN", os.path.join(ROOT, "kudufs"))
+from helpers import (KUDUFS_BIN as KUDUFS, has_open, kudufs_env, stop_process, unmount, wait_for,
+                     wait_mounted, write_config, write_private, xattr)
+import helpers
 
 
 def run(args, env=None, timeout=60, **kw):
-    e = dict(os.environ)
-    e.pop("KUDUFS_USER", None)
-    e.pop("KUDUFS_PASSWORD", None)
-    e.update(env or {})
-    return subprocess.run([KUDUFS] + list(args), capture_output=True, text=True, env=e,
-                          timeout=timeout, **kw)
-
-
-def write_private(path, text):
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
+    """The kudufs binary with args; its environment from helpers.kudufs_env, plus env."""
+    return helpers.run([KUDUFS] + list(args), env=kudufs_env(env=env), timeout=timeout, **kw)
 
 
 def make_config(tmp_path, emu, password=None, extra=""):
-    pw = write_private(tmp_path / "demo.pass", (password or emu.password) + "\n")
-    return write_private(tmp_path / "config", f"""[kudufs]
-cache_dir = {tmp_path}/cache
-{extra}
-[app demo]
-url = {emu.url('demo')}
-user = {emu.user}
-password_file = {pw}
-""")
-
-
-def unmount(mnt, proc=None):
-    if os.path.ismount(mnt):
-        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode:
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
-    if proc is not None:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_mounted(mnt, proc, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        if os.path.ismount(mnt):
-            return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"{mnt} did not mount")
+    """tmp_path/config with one app, demo, on emu (password_file tmp_path/demo.pass)."""
+    return write_config(tmp_path, {"demo": emu.url("demo")}, user=emu.user,
+                        password=password or emu.password, config_extra=extra)
 
 
 def test_help_and_version():
@@ -181,9 +143,9 @@ def test_debug_output_never_contains_the_password(emulator, tmp_path):
     cfg = make_config(tmp_path, emulator)
     log = open(tmp_path / "debug.log", "w")
     proc = subprocess.Popen([KUDUFS, "-d", "--config", str(cfg), str(mnt)], stdout=log,
-                            stderr=subprocess.STDOUT, env=dict(os.environ, HOME=str(tmp_path)))
+                            stderr=subprocess.STDOUT, env=kudufs_env(tmp_path))
     try:
-        wait_mounted(mnt, proc)
+        assert wait_mounted(mnt, proc), "%s did not mount" % mnt
         subprocess.run(["ls", "-lR", str(mnt)], capture_output=True, timeout=60)
         site = os.path.join(mnt, "demo", "site")
         with open(os.path.join(site, "details.json")) as f:
@@ -191,7 +153,7 @@ def test_debug_output_never_contains_the_password(emulator, tmp_path):
         with open(os.path.join(site, "minidump.dmp"), "rb") as f:
             assert f.read(4) == b"MDMP"
     finally:
-        unmount(mnt, proc)
+        unmount(mnt, proc, timeout=10)
         log.close()
     out = (tmp_path / "debug.log").read_text(errors="replace")
     assert "getattr" in out or "LOOKUP" in out, "debug log should show FUSE requests"
@@ -207,15 +169,15 @@ def test_sigterm_unmounts_cleanly(emulator, tmp_path):
     mnt.mkdir()
     cfg = make_config(tmp_path, emulator)
     proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), str(mnt)],
-                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+                            stderr=subprocess.PIPE, env=kudufs_env(tmp_path))
     try:
-        wait_mounted(mnt, proc)
+        assert wait_mounted(mnt, proc), "%s did not mount" % mnt
         assert os.listdir(mnt / "demo")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not os.path.ismount(mnt)
     finally:
-        unmount(mnt, proc)
+        unmount(mnt, proc, timeout=10)
 
 
 def test_sigterm_with_a_reader_waiting_ends_the_mount(make_emulator, tmp_path):
@@ -226,14 +188,16 @@ def test_sigterm_with_a_reader_waiting_ends_the_mount(make_emulator, tmp_path):
     (tmp_path / "mnt").mkdir()
     cfg = make_config(tmp_path, emu)
     proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), "mnt"], cwd=str(tmp_path),
-                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+                            stderr=subprocess.PIPE, env=kudufs_env(tmp_path))
     mnt = tmp_path / "mnt"
     reader = None
     try:
-        wait_mounted(mnt, proc)
-        reader = subprocess.Popen(["cat", str(mnt / "demo" / "site" / "minidump.dmp")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1)
+        assert wait_mounted(mnt, proc), "%s did not mount" % mnt
+        dump = mnt / "demo" / "site" / "minidump.dmp"
+        reader = subprocess.Popen(["cat", str(dump)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        # the reader has the dump open and the (30 s) dump is on the wire
+        assert wait_for(lambda: has_open(reader.pid, dump) and xattr(dump, "state") == "fetching")
         assert reader.poll() is None, "the reader should be waiting for the slow dump"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -246,7 +210,7 @@ def test_sigterm_with_a_reader_waiting_ends_the_mount(make_emulator, tmp_path):
         if reader is not None and reader.poll() is None:
             reader.kill()
             reader.wait()
-        unmount(mnt, proc)
+        unmount(mnt, proc, timeout=10)
 
 
 def test_bad_cache_dir_is_reported_before_daemonizing(emulator, tmp_path):
@@ -272,25 +236,20 @@ def test_mount_fuse3_fstab_style(emulator, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     cfg = make_config(tmp_path, emulator)
-    env = dict(os.environ, HOME=str(tmp_path),
-               PATH=os.path.dirname(KUDUFS) + ":" + os.environ.get("PATH", ""))
+    env = kudufs_env(tmp_path, {"PATH": os.path.dirname(KUDUFS) + ":" + os.environ.get("PATH", "")})
     p = subprocess.run([helper, "kudufs#demo", str(mnt), "-o", f"config={cfg},max_conns=4"],
                        capture_output=True, text=True, env=env, timeout=30)
     try:
         assert p.returncode == 0, p.stderr
         assert os.path.ismount(mnt)
         assert "processes.json" in os.listdir(mnt / "demo")
-        with open(mnt / "/proc/mounts".lstrip("/") if False else "/proc/mounts") as f:
+        with open("/proc/mounts") as f:
             assert any(str(mnt) in line and "kudufs" in line for line in f)
     finally:
         pids = subprocess.run(["pgrep", "-f", f"kudufs.*{mnt}"], capture_output=True, text=True).stdout.split()
         unmount(mnt)
         for pid in pids:
-            for _ in range(50):
-                if not os.path.exists(f"/proc/{pid}"):
-                    break
-                time.sleep(0.1)
-            else:
+            if not wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5):
                 os.kill(int(pid), signal.SIGKILL)
 
 
@@ -306,9 +265,9 @@ def test_valgrind_mount_ls_cat_unmount_no_leaks(emulator, tmp_path):
     proc = subprocess.Popen([vg, "--leak-check=full", "--show-leak-kinds=definite,indirect",
                              "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
                              f"--log-file={log}", KUDUFS, "-f", "--config", str(cfg), str(mnt)],
-                            stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=str(tmp_path)))
+                            stderr=subprocess.DEVNULL, env=kudufs_env(tmp_path))
     try:
-        wait_mounted(mnt, proc, timeout=60)
+        assert wait_mounted(mnt, proc, timeout=60), "%s did not mount" % mnt
         subprocess.run(["ls", "-lR", str(mnt)], capture_output=True, timeout=120)
         subprocess.run(f"cat {mnt}/demo/*/details.json {mnt}/.kudufs/status.json >/dev/null",
                        shell=True, timeout=120)
@@ -317,12 +276,8 @@ def test_valgrind_mount_ls_cat_unmount_no_leaks(emulator, tmp_path):
         subprocess.run(["getfattr", "-d", str(mnt / "demo" / "site" / "minidump.dmp")],
                        capture_output=True, timeout=60)
     finally:
-        unmount(mnt, None)
-        try:
-            rc = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        unmount(mnt)
+        rc = stop_process(proc, timeout=60)
     text = log.read_text()
     assert rc == 0, text[-3000:]
     assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
@@ -360,9 +315,9 @@ echo tok-abc-123
     cfg = write_private(tmp_path / "config", f"[kudufs]\ncache_dir = {tmp_path}/cache\n"
                         f"[app demo]\nurl = {emu.url('demo')}\ntoken_command = {script}\n")
     proc = subprocess.Popen([KUDUFS, "-f", "--config", str(cfg), str(mnt)],
-                            stderr=subprocess.PIPE, env=dict(os.environ, HOME=str(tmp_path)))
+                            stderr=subprocess.PIPE, env=kudufs_env(tmp_path))
     try:
-        wait_mounted(mnt, proc)
+        assert wait_mounted(mnt, proc), "%s did not mount" % mnt
         before = int(counter.read_text())
         emu.reset()
         emu.add_fault(route="dump", site="demo", kind="status", status=401, count=1)
@@ -373,4 +328,4 @@ echo tok-abc-123
         assert int(counter.read_text()) == before + 1, "token_command re-run once"
         assert emu.stats()["sites"]["demo"]["dump"] == 2, "the 401'd dump and the retry"
     finally:
-        unmount(mnt, proc)
+        unmount(mnt, proc, timeout=10)
