@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from conftest import run, read_rss_hwm
+from helpers import (counters, has_open, read_rss_hwm, run, sh, wait_emulator_idle, wait_for,
+                     wait_state, xattr)
 from kudu_emulator import iter_dump
 
 MiB = 1 << 20
@@ -44,10 +45,6 @@ def assert_flat_rss(pid):
     if not SANITIZED:
         assert hwm <= RSS_LIMIT_KB, "daemon VmHWM %d kB > 64 MiB" % hwm
     return hwm
-
-
-def sh(script, **kw):
-    return run(["/bin/sh", "-c", script], **kw)
 
 
 def sha_of(path):
@@ -79,22 +76,8 @@ def expected_bytes(site, pid, dump_type, size, off, n):
 
 
 def dumps(emu, site="demo"):
-    return emu.stats()["sites"].get(site, {}).get("dump", 0)
-
-
-def wait_idle(emu, timeout=15):
-    """Until the emulator has no request in progress (a stalled handler sleeps on after
-    the client gave up, and keeps the site's dump file busy meanwhile, as Kudu would)."""
-    end = time.monotonic() + timeout
-    while emu.stats()["current"] and time.monotonic() < end:
-        time.sleep(0.05)
-
-
-def xattr(path, name):
-    try:
-        return os.getxattr(path, "user.kudufs." + name).decode()
-    except OSError as e:
-        return "<%s>" % errno.errorcode.get(e.errno, e.errno)
+    """Dump requests the emulator has seen for site (since its last reset)."""
+    return counters(emu, site)["dump"]
 
 
 def status(m):
@@ -177,11 +160,10 @@ def test_minidump_cat_cp_dd_head_seek_digests_and_lazy_start(emulator, mount, tm
     assert out.stat().st_size == want["size"] == 4 * MiB
     assert sha_of(out) == want["sha256"]
     assert dumps(emu) == 1
-    assert emu.stats()["sites"]["demo"]["dumps_by_key"] == {"4292/1": 1}
+    assert counters(emu)["dumps_by_key"] == {"4292/1": 1}
 
-    # complete: the real size (after the 1 s attr cache), xattrs say so
-    time.sleep(1.1)
-    assert st_size(mini) == want["size"]
+    # complete: the real size (once the kernel's 1 s attr cache has expired), xattrs say so
+    assert wait_for(lambda: st_size(mini) == want["size"], timeout=5), st_size(mini)
     assert xattr(mini, "state") == "complete" and xattr(mini, "bytes") == str(want["size"])
     assert xattr(mini, "filename").startswith("w3wp-") and xattr(mini, "filename").endswith(".dmp")
     assert xattr(mini, "url").endswith("/demo/api/processes/4292/dump?dumpType=1")
@@ -256,8 +238,7 @@ def _fulldump_tools(emu, m, tmp_path, size, copy_to_disk=True):
             f.seek(off)
             assert f.read(k) == expected_bytes("demo", 4292, 2, size, off, k), off
     assert dumps(emu) == 1, "every read after the first is served from the capture"
-    time.sleep(1.1)
-    assert st_size(full) == size
+    assert wait_for(lambda: st_size(full) == size, timeout=5), st_size(full)
     hwm = assert_flat_rss(m.pid)
     print("%d MiB: cat %.1f s, daemon VmHWM %d kB" % (size // MiB, t_cat, hwm))
     return t_cat, hwm
@@ -301,7 +282,7 @@ def test_eight_concurrent_cats_share_one_dump_then_cp_then_rm(make_emulator, mou
     digests = [o[0].split()[0] for o in outs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     assert digests == [want["sha256"]] * 8
-    s = emu.stats()["sites"]["demo"]
+    s = counters(emu)
     assert s["dump"] == 1 and s["dumps_by_key"] == {"4292/2": 1}, s
 
     # cp right after: served from the finished capture, no new request
@@ -360,15 +341,14 @@ def test_queued_dump_whose_last_reader_left_is_never_requested(make_emulator, mo
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     second = None
     try:
-        time.sleep(0.5)
+        assert wait_state(os.path.join(d, "w3wp-4292", "minidump.dmp"), "fetching")
         queued = os.path.join(d, "dotnet-5012", "minidump.dmp")
         second = subprocess.Popen(["cat", queued], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)
-        assert xattr(queued, "state") == "queued"
+        assert wait_for(lambda: has_open(second.pid, queued) and xattr(queued, "state") == "queued"), \
+            xattr(queued, "state")
         second.send_signal(signal.SIGINT)
         assert second.wait(timeout=5) != 0
-        time.sleep(0.3)
-        assert xattr(queued, "state") == "idle"
+        assert wait_state(queued, "idle"), xattr(queued, "state")
         r = run(["rm", queued])
         assert r.returncode == 0, r.stderr
         assert first.wait(timeout=30) == 0, first.stderr.read()
@@ -377,8 +357,10 @@ def test_queued_dump_whose_last_reader_left_is_never_requested(make_emulator, mo
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+    # a negative: a dump wrongly left in the queue would go out once the first one ended;
+    # give it a second to show at the emulator
     time.sleep(1)
-    assert emu.stats()["sites"]["demo"]["dump"] == 1, "only the dump somebody still reads is taken"
+    assert dumps(emu) == 1, "only the dump somebody still reads is taken"
 
 
 # --------------------------------------------------------------------------- faults
@@ -430,6 +412,8 @@ def test_dump_fault_errno_nothing_complete_left_then_recovers(make_emulator, mou
         assert xerr in xattr(mini, "error"), xattr(mini, "error")
     else:
         assert xattr(mini, "error") != ""
+    # st_size must still be 0 when the daemon is asked again, after the kernel's 1 s attr
+    # cache: a negative, so this waits out the cache rather than for a condition
     time.sleep(1.1)
     assert st_size(mini) == 0
     assert [c["state"] for c in captures_of(m, 4292, "mini")] == ["failed"]
@@ -438,7 +422,7 @@ def test_dump_fault_errno_nothing_complete_left_then_recovers(make_emulator, mou
     assert "failed" in m.log()
 
     # cat, on a fresh capture while the fault is still there, exits non-zero with the message
-    wait_idle(emu)
+    wait_emulator_idle(emu)
     out = tmp_path / "x.dmp"
     r = sh("cat %s > %s" % (mini, out), timeout=60)
     assert r.returncode != 0 and msg in r.stderr, r.stderr
@@ -446,8 +430,8 @@ def test_dump_fault_errno_nothing_complete_left_then_recovers(make_emulator, mou
 
     # cleared: the next read succeeds, one new request
     emu.clear_faults()
-    time.sleep(1.1)  # negative_ttl
-    wait_idle(emu)
+    time.sleep(1.1)  # the scenario: the failure is remembered for negative_ttl=1, then retried
+    wait_emulator_idle(emu)
     n = dumps(emu)
     r = sh("cat %s > %s" % (mini, out), timeout=60)
     assert r.returncode == 0, r.stderr
@@ -469,9 +453,9 @@ def test_sigint_reader_during_slow_dump_then_second_reader_same_request(make_emu
     t0 = time.monotonic()
     first = subprocess.Popen(["cat", mini], stdout=open(tmp_path / "1.dmp", "wb"), stderr=subprocess.PIPE)
     try:
-        time.sleep(1)
+        assert wait_for(lambda: has_open(first.pid, mini) and xattr(mini, "state") == "fetching"), \
+            xattr(mini, "state")
         assert first.poll() is None, "the reader should be waiting for the slow dump"
-        assert xattr(mini, "state") == "fetching"
         t1 = time.monotonic()
         first.send_signal(signal.SIGINT)
         rc = first.wait(timeout=5)
@@ -557,7 +541,7 @@ def test_rm_while_fetching_is_ebusy_and_keeps_the_capture(make_emulator, mount, 
     # a reader still has it open (the common case: rm while cat runs)
     reader = subprocess.Popen(["cat", mini], stdout=open(tmp_path / "r.dmp", "wb"), stderr=subprocess.PIPE)
     try:
-        time.sleep(0.3)
+        assert wait_for(lambda: has_open(reader.pid, mini)), "cat did not open the dump"
         assert reader.poll() is None and xattr(mini, "state") == "fetching"
         t0 = time.monotonic()
         r = run(["rm", mini])
