@@ -1,17 +1,16 @@
 """The kudu/ client against the emulator, without FUSE: every fault kind maps
 to the design's errno and message, and the emulator's counters show how many
 requests were made. Driven through build/tools/kudu_fetch."""
-import base64
 import hashlib
 import json
 import os
 import re
 import subprocess
 import tempfile
-import time
-import urllib.request
 
 import pytest
+
+from helpers import counters, emu_json, wait_emulator_idle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("KUDUFS_TOOLS_DIR", os.path.join(ROOT, "build", "tools"))
@@ -38,24 +37,12 @@ def fetch(emu, *args, password=None, opts=(), site="demo", timeout=60):
     return fields
 
 
-def api_get(emu, path, site="demo"):
-    req = urllib.request.Request(emu.url(site) + path)
-    tok = base64.b64encode(f"{emu.user}:{emu.password}".encode()).decode()
-    req.add_header("Authorization", "Basic " + tok)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def site_pid(emu):
     """The pid of the site's w3wp (the one without is_scm_site)."""
-    for p in api_get(emu, "/api/processes"):
-        if p["name"] == "w3wp" and not api_get(emu, f"/api/processes/{p['id']}").get("is_scm_site"):
+    for p in emu_json(emu, "demo", "/api/processes"):
+        if p["name"] == "w3wp" and not emu_json(emu, "demo", f"/api/processes/{p['id']}").get("is_scm_site"):
             return p["id"]
     raise AssertionError("emulator has no site w3wp")
-
-
-def counts(emu, site="demo"):
-    return emu.stats()["sites"][site]
 
 
 def test_list_ok_counts_one_request(emulator):
@@ -64,7 +51,7 @@ def test_list_ok_counts_one_request(emulator):
     assert r["ok"], r["line"]
     assert r["status"] == "200" and r["attempts"] == "1"
     assert isinstance(json.loads(r["body"]), list)
-    assert counts(emulator)["list"] == 1
+    assert counters(emulator)["list"] == 1
 
 
 def test_wrong_password_is_eacces_and_names_the_source(emulator):
@@ -84,7 +71,7 @@ def test_status_faults_map_to_errno(emulator, status, errno_name):
     assert not r["ok"]
     assert r["errno"] == errno_name, r["line"]
     assert r["status"] == str(status)
-    assert counts(emulator)["list"] == 1, "non-retryable status must not be retried"
+    assert counters(emulator)["list"] == 1, "non-retryable status must not be retried"
 
 
 def test_front_end_cutoff_500_is_etimedout_with_hint(emulator):
@@ -137,7 +124,7 @@ def test_429_is_retried_honouring_retry_after(emulator):
     assert r["ok"], r["line"]
     assert r["attempts"] == "3"
     assert float(r["secs"]) >= 1.9, "Retry-After: 1 twice must wait about 2 s"
-    assert counts(emulator)["list"] == 3
+    assert counters(emulator)["list"] == 3
 
 
 def test_503_forever_gives_eio_after_bounded_retries(emulator):
@@ -147,7 +134,7 @@ def test_503_forever_gives_eio_after_bounded_retries(emulator):
     r = fetch(emulator, "details", pid)
     assert r["errno"] == "EIO", r["line"]
     assert "503" in r["msg"] and "after 5 attempts" in r["msg"]
-    assert counts(emulator)["details"] == 5
+    assert counters(emulator)["details"] == 5
 
 
 def test_latency_is_tolerated(emulator):
@@ -170,7 +157,7 @@ def test_hung_list_ends_at_meta_timeout_not_first_byte_timeout(emulator, tmp_pat
 
 
 def _affinity(emu, site="demo"):
-    return counts(emu, site)["affinity"]
+    return counters(emu, site)["affinity"]
 
 
 def test_arr_affinity_cookie_is_kept_by_the_mount(emulator, mount):
@@ -223,7 +210,7 @@ def test_dump_ok_digest_and_filename(emulator, tmp_path):
     assert int(r["bytes"]) == want["size"] == out.stat().st_size
     assert hashlib.sha256(out.read_bytes()).hexdigest() == want["sha256"]
     assert re.fullmatch(r"w3wp-[0-9a-zA-Z]{1,6}-\d\d-\d\d-\d\d-\d\d-\d\d\.dmp", r["filename"]), r["filename"]
-    assert counts(emulator)["dump"] == 1
+    assert counters(emulator)["dump"] == 1
 
 
 @pytest.mark.parametrize("kind,errno_name,text", [
@@ -255,9 +242,7 @@ def test_slow_dump_generation_first_byte_timeout(emulator, tmp_path):
     assert "first_byte_timeout" in r["msg"]
     # Kudu goes on writing the abandoned dump; a new one before it ends
     # would collide with it (the emulator answers 500, like Kudu)
-    deadline = time.time() + 10
-    while emulator.stats()["current"] and time.time() < deadline:
-        time.sleep(0.2)
+    assert wait_emulator_idle(emulator, timeout=10)
     # a generous limit waits for the slow generation, which is not a stall
     emulator.add_fault(route="dump", kind="slow_dump", seconds=2, count=1)
     r = fetch(emulator, "dump", pid, 1, tmp_path / "d2.dmp",
