@@ -37,8 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from emu import Emulator  # noqa: E402  (tests/emu.py)
+from helpers import (KUDUFS_BIN as KUDUFS, counters, start_mount, stop_process,  # noqa: E402
+                     unmount, wait_state, write_config, write_private, xattr)
 
-KUDUFS = os.environ.get("KUDUFS_BIN", os.path.join(ROOT, "kudufs"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench.json"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 LIST_ROUNDS = int(os.environ.get("BENCH_LIST_ROUNDS", "5"))
@@ -109,24 +110,6 @@ def _on_signal(signum, frame):
 
 for _s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(_s, _on_signal)
-
-
-def kill_proc(p, grace=5):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def write_private(path, text):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-    return path
 
 
 # --------------------------------------------------------------------------
@@ -225,45 +208,34 @@ def run(cmd, stdout=subprocess.DEVNULL, check=True, timeout=600, **kw):
 # A kudufs mount of some of the emulated sites.
 
 class Mount:
+    """A kudufs mount of some of the emulated sites (tests/helpers.py mounts and unmounts it)."""
+
     def __init__(self, bench, apps, opts="", cache_dir=None):
         self.bench = bench
         self.top = tempfile.mkdtemp(prefix="mnt-", dir=bench.tmp)
         self.mnt = os.path.join(self.top, "m")
         self.cache = cache_dir or os.path.join(self.top, "cache")
+        self.proc = None
         os.mkdir(self.mnt)
-        cfg = [f"[kudufs]\ncache_dir = {self.cache}\n"]
-        for app in apps:
-            cfg.append(f"[app {app}]\nurl = {bench.emu.url(app)}\nuser = {bench.emu.user}\n"
-                       f"password_file = {bench.passfile}\n")
-        self.cfg = write_private(os.path.join(self.top, "config"), "\n".join(cfg))
-        self.logf = os.path.join(self.top, "kudufs.log")
+        # every app reads the one password file bench.passfile
+        self.cfg = write_config(self.top, {app: {"url": bench.emu.url(app), "user": bench.emu.user,
+                                                 "password": False, "password_file": bench.passfile}
+                                           for app in apps}, cache_dir=self.cache)
         o = f"cache_dir={self.cache},max_conns=8" + ("," + opts if opts else "")
-        cmd = [KUDUFS, "-f", "--config", self.cfg, "-o", o, self.mnt]
-        with open(self.logf, "wb") as lf:
-            self.proc = subprocess.Popen(cmd, stdout=lf, stderr=lf, stdin=subprocess.DEVNULL)
         CLEANUP.push(self.close, f"mount {self.mnt}")
-        end = time.time() + 30
-        while not os.path.ismount(self.mnt):
-            if self.proc.poll() is not None or time.time() > end:
-                tail = open(self.logf, errors="replace").read()[-2000:]
-                self.close()
-                raise RuntimeError(f"kudufs did not mount ({self.proc.returncode}): {tail}")
-            time.sleep(0.02)
+        m = start_mount(self.cfg, self.mnt, self.top, opts=(o,), timeout=30, kudufs_bin=KUDUFS)
+        self.proc = m.proc
+        if not m.mounted:
+            tail = m.log()[-2000:]
+            self.close()
+            raise RuntimeError(f"kudufs did not mount ({self.proc.returncode}): {tail}")
 
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
 
     def close(self):
         CLEANUP.discard(self.close)
-        if os.path.ismount(self.mnt):
-            if subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True).returncode:
-                subprocess.run(["fusermount3", "-uz", self.mnt], capture_output=True)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            kill_proc(self.proc)
-        if os.path.ismount(self.mnt):
-            subprocess.run(["fusermount3", "-uz", self.mnt], capture_output=True)
+        unmount(self.mnt, self.proc, timeout=15)
         left = []
         if os.path.isdir(self.cache):
             left = os.listdir(self.cache)
@@ -272,23 +244,9 @@ class Mount:
         shutil.rmtree(self.cache, ignore_errors=True)
         shutil.rmtree(self.top, ignore_errors=True)
 
-    def state(self, f):
-        try:
-            return os.getxattr(f, "user.kudufs.state").decode()
-        except OSError as e:
-            return f"err:{e.errno}"
-
     def wait_state(self, f, want="complete", timeout=120):
-        end = time.time() + timeout
-        while time.time() < end:
-            s = self.state(f)
-            if s == want:
-                return
-            if s == "failed":
-                err = os.getxattr(f, "user.kudufs.error").decode(errors="replace")
-                raise RuntimeError(f"capture {f} failed: {err}")
-            time.sleep(0.02)
-        raise RuntimeError(f"capture {f} still {self.state(f)} after {timeout}s")
+        if not wait_state(f, want, timeout):  # raises if the capture failed
+            raise RuntimeError(f"capture {f} still {xattr(f, 'state')} after {timeout}s")
 
     def drop(self, f):
         """rm of a dump file drops its (finished) capture and its spool."""
@@ -357,12 +315,10 @@ class Bench:
         return ["curl", "-K", self.curlcfg, *extra, "-o", out, url]
 
     def site_stats(self, site):
-        return self.emu.stats()["sites"][site]
+        return counters(self.emu, site)
 
     def dumps_requested(self, site):
-        s = self.site_stats(site)
-        d = s.get("dump", 0)
-        return sum(d.values()) if isinstance(d, dict) else d
+        return self.site_stats(site)["dump"]
 
     def add_row(self, name, ratios, target_op, target, raw, unit_note, extra_pass=True, note=""):
         med = statistics.median(ratios)
@@ -817,7 +773,7 @@ class Bench:
                 rcs = [p.wait(timeout=600) for p in procs]
             finally:
                 for p in procs:
-                    kill_proc(p, 1)
+                    stop_process(p, 1, term=True)
                     p.stderr.close()
         if any(rcs):
             raise RuntimeError(f"concurrent cat of {path} failed: {rcs}")
