@@ -17,6 +17,11 @@ Processes and mounts
   has_open(pid, path)              whether process pid has path open
 kudufs
   KUDUFS_BIN                       $KUDUFS_BIN or <repo>/kudufs
+  run_kudufs(args, home=None, env=None, timeout=60)   the binary, kudufs_env, no stdin;
+                                   a CompletedProcess with .elapsed (seconds)
+  kudu_fetch(url, *args, opts=(), env=None)  build/tools/kudu_fetch (kudu/ without FUSE): its
+                                   "OK/ERR key=value ... msg=..." line as a dict (+ ok, rc, line,
+                                   msg, body = its stderr, elapsed)
   kudufs_env(home=None, env=None)  os.environ without KUDUFS_USER/PASSWORD, HOME=home, + env
   write_private(path, text)        a mode-0600 file; returns path as given
   write_config(tmp, apps, ...)     a kudufs config (and password files) in tmp; its path
@@ -37,6 +42,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -49,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FUSERMOUNT = shutil.which("fusermount3") or "fusermount3"
 KUDUFS_BIN = os.environ.get("KUDUFS_BIN") or os.path.join(ROOT, "kudufs")
+TOOLS_DIR = os.environ.get("KUDUFS_TOOLS_DIR") or os.path.join(ROOT, "build", "tools")
 SH = "/bin/sh"
 
 
@@ -186,6 +193,39 @@ def kudufs_env(home=None, env=None):
         e["HOME"] = str(home)
     e.update(env or {})
     return e
+
+
+def run_kudufs(args, home=None, env=None, timeout=60, **kw):
+    """Run the kudufs binary with args (environment: kudufs_env(home, env); stdin /dev/null).
+    The CompletedProcess (text output captured) has .elapsed, the seconds it took."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    t0 = time.monotonic()
+    p = run([KUDUFS_BIN] + list(args), env=kudufs_env(home, env), timeout=timeout, **kw)
+    p.elapsed = time.monotonic() - t0
+    return p
+
+
+def kudu_fetch(url, *args, opts=(), env=None, timeout=60):
+    """Run build/tools/kudu_fetch [-o opt]... URL args... (kudu/ driven without FUSE; its
+    credentials come from env, e.g. KUDUFS_USER/KUDUFS_PASSWORD, on top of os.environ).
+    Its one output line, "OK key=value ..." or "ERR errno=NAME ... msg=TEXT", as a dict of the
+    key=value fields plus ok, msg, line, rc, body (its stderr: a JSON body) and elapsed."""
+    tool = os.path.join(TOOLS_DIR, "kudu_fetch")
+    assert os.path.exists(tool), "%s missing: run make" % tool
+    cmd = [tool]
+    for o in opts:
+        cmd += ["-o", o]
+    t0 = time.monotonic()
+    p = run(cmd + [url] + list(args), env=dict(os.environ, **(env or {})), timeout=timeout)
+    line = p.stdout.strip()
+    fields = dict(re.findall(r"(\w+)=(\S*)", line.split(" msg=")[0]))
+    fields["msg"] = line.split(" msg=", 1)[1] if " msg=" in line else ""
+    fields["ok"] = line.startswith("OK ")
+    fields["rc"] = p.returncode
+    fields["line"] = line
+    fields["body"] = p.stderr
+    fields["elapsed"] = time.monotonic() - t0
+    return fields
 
 
 def write_private(path, text):

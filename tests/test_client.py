@@ -5,36 +5,19 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import tempfile
 
 import pytest
 
-from helpers import counters, emu_json, wait_emulator_idle
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.environ.get("KUDUFS_TOOLS_DIR", os.path.join(ROOT, "build", "tools"))
-FETCH = os.path.join(TOOLS, "kudu_fetch")
+from helpers import counters, emu_json, kudu_fetch, wait_emulator_idle
 
 
 def fetch(emu, *args, password=None, opts=(), site="demo", timeout=60):
-    assert os.path.exists(FETCH), "build/tools/kudu_fetch missing: run make"
-    env = dict(os.environ, KUDUFS_USER=emu.user,
-               KUDUFS_PASSWORD=emu.password if password is None else password,
-               HOME=tempfile.gettempdir())
-    cmd = [FETCH]
-    for o in opts:
-        cmd += ["-o", o]
-    cmd += [emu.url(site)] + [str(a) for a in args]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    line = p.stdout.strip()
-    fields = dict(re.findall(r"(\w+)=(\S*)", line.split(" msg=")[0]))
-    fields["msg"] = line.split(" msg=", 1)[1] if " msg=" in line else ""
-    fields["ok"] = line.startswith("OK ")
-    fields["rc"] = p.returncode
-    fields["line"] = line
-    fields["body"] = p.stderr
-    return fields
+    """kudu_fetch on an app of emu with the emulator's credentials (or password)."""
+    return kudu_fetch(emu.url(site), *args, opts=opts, timeout=timeout,
+                      env={"KUDUFS_USER": emu.user,
+                           "KUDUFS_PASSWORD": emu.password if password is None else password,
+                           "HOME": tempfile.gettempdir()})
 
 
 def site_pid(emu):
@@ -194,10 +177,10 @@ def test_configured_instance_is_sent_from_the_first_request(make_emulator, mount
 def test_connection_refused_is_eio(emulator):
     url = emulator.url("demo")
     emulator.stop()
-    env = dict(os.environ, KUDUFS_USER="u", KUDUFS_PASSWORD="p", HOME=tempfile.gettempdir())
-    p = subprocess.run([FETCH, url, "list"], capture_output=True, text=True, env=env, timeout=30)
-    assert p.returncode == 1
-    assert "errno=EIO" in p.stdout and "connection failed" in p.stdout, p.stdout
+    r = kudu_fetch(url, "list", timeout=30,
+                   env={"KUDUFS_USER": "u", "KUDUFS_PASSWORD": "p", "HOME": tempfile.gettempdir()})
+    assert r["rc"] == 1
+    assert r["errno"] == "EIO" and "connection failed" in r["msg"], r["line"]
 
 
 def test_dump_ok_digest_and_filename(emulator, tmp_path):

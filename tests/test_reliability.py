@@ -8,27 +8,12 @@ import time
 
 import pytest
 
-from conftest import wait_for
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KUDUFS = os.environ.get("KUDUFS_BIN", os.path.join(ROOT, "kudufs"))
+from helpers import kudu_fetch, run_kudufs, wait_for, write_private
 
 
 def run(args, home, timeout=60):
-    env = dict(os.environ, HOME=str(home))
-    env.pop("KUDUFS_USER", None)
-    env.pop("KUDUFS_PASSWORD", None)
-    t0 = time.monotonic()
-    p = subprocess.run([KUDUFS] + [str(a) for a in args], capture_output=True, text=True, env=env,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    p.elapsed = time.monotonic() - t0
-    return p
-
-
-def write_private(path, text):
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
+    """kudufs args with HOME=home (helpers.run_kudufs: .elapsed is how long it took)."""
+    return run_kudufs(args, home=home, timeout=timeout)
 
 
 def config(tmp_path, emu, source_key, source_value, extra=""):
@@ -144,13 +129,8 @@ password_file = {pw}
 # the wire), through build/tools/kudu_fetch; no FUSE.
 
 import gzip  # noqa: E402
-import re  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
-
-TOOLS = os.environ.get("KUDUFS_TOOLS_DIR", os.path.join(ROOT, "build", "tools"))
-FETCH = os.path.join(TOOLS, "kudu_fetch")
-
 
 class HostileServer:
     """127.0.0.1 server: answer(sock, request_head) writes whatever it wants
@@ -218,21 +198,10 @@ def hostile():
 
 
 def fetch(url, *args, opts=(), timeout=60, tmp=None):
-    assert os.path.exists(FETCH), "build/tools/kudu_fetch missing: run make"
-    env = dict(os.environ, KUDUFS_USER="u", KUDUFS_PASSWORD="p", HOME=str(tmp or "/nonexistent"))
-    cmd = [FETCH]
-    for o in opts:
-        cmd += ["-o", o]
-    t0 = time.monotonic()
-    p = subprocess.run(cmd + [url] + [str(a) for a in args], capture_output=True, text=True, env=env,
-                       timeout=timeout)
-    line = p.stdout.strip()
-    f = dict(re.findall(r"(\w+)=(\S*)", line.split(" msg=")[0]))
-    f["msg"] = line.split(" msg=", 1)[1] if " msg=" in line else ""
-    f["ok"] = line.startswith("OK ")
-    f["line"] = line
-    f["elapsed"] = time.monotonic() - t0
-    return f
+    """kudu_fetch on url (any user and password; HOME tmp)."""
+    return kudu_fetch(url, *args, opts=opts, timeout=timeout,
+                      env={"KUDUFS_USER": "u", "KUDUFS_PASSWORD": "p",
+                           "HOME": str(tmp or "/nonexistent")})
 
 
 def respond(conn, status, headers=(), body=b""):
