@@ -16,6 +16,7 @@ import zipfile
 import pytest
 
 from emu import Emulator
+from helpers import counters, wait_for
 import kudu_emulator
 
 LIST_KEYS = {"id", "name", "machineName", "href", "user_name"}
@@ -335,7 +336,7 @@ def test_concurrent_dumps_of_one_site_conflict(make_emulator):
     first = {}
     t = threading.Thread(target=_reader, args=(emu, "/demo/api/processes/4292/dump?dumpType=1", first))
     t.start()
-    time.sleep(0.3)
+    assert wait_for(lambda: counters(emu, "demo").get("dump_current") == 1)  # first is writing
     # another site is independent
     assert request(emu, "/other/api/processes/4292/dump?dumpType=1")[0] == 200
     status, _, body = request(emu, "/demo/api/processes/4100/dump?dumpType=1")
@@ -368,9 +369,10 @@ def test_abandoned_dump_keeps_site_busy_unless_released(make_emulator):
         s = socket.create_connection(("127.0.0.1", emu.port))
         s.sendall(b"GET /api/processes/4292/dump?dumpType=1 HTTP/1.1\r\nHost: x\r\nAuthorization: "
                   + basic().encode() + b"\r\n\r\n")
-        time.sleep(0.2)
+        assert wait_for(lambda: counters(emu, "demo").get("dump_current") == 1)
         s.close()
-        time.sleep(0.2)
+        if release:  # the emulator sees the client leave and frees the site
+            assert wait_for(lambda: counters(emu, "demo").get("dump_current") == 0)
         assert request(emu, "/api/processes/4292/dump?dumpType=1")[0] == want, release
 
 
@@ -543,7 +545,7 @@ def test_one_dump_file_per_site_across_instances(make_emulator):
             first["error"] = e
     t = threading.Thread(target=reader)
     t.start()
-    assert wait_until(lambda: emu.stats()["sites"]["demo"]["dump_current"] == 1)
+    assert wait_for(lambda: emu.stats()["sites"]["demo"]["dump_current"] == 1)
     status, _, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1", headers=pin(ids[1]))
     t.join(10)
     assert status == 500 and "being used by another process" in json.loads(body)["Message"]
@@ -554,15 +556,6 @@ def test_one_dump_file_per_site_across_instances(make_emulator):
     assert iv[ids[1]]["status"] == 500 and not iv[ids[0]]["complete"]  # the first one was cut
     a, b = iv[ids[0]], iv[ids[1]]
     assert a["start"] < b["end"] and b["start"] < a["end"]  # the record shows the overlap
-
-
-def wait_until(pred, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def test_fault_targets_one_instance(make_emulator):
@@ -729,7 +722,7 @@ def test_linux_second_dump_429(make_emulator):
     first = {}
     t = threading.Thread(target=_reader, args=(emu, "/lx/api/processes/85/dump", first))
     t.start()
-    assert wait_until(lambda: emu.stats()["sites"]["lx"]["dump_current"] == 1)
+    assert wait_for(lambda: emu.stats()["sites"]["lx"]["dump_current"] == 1)
     status, _, body = request(emu, "/lx/api/processes/142/dump?type=Mini")
     assert status == 429 and json.loads(body)["status"] == 429
     t.join(10)
