@@ -307,7 +307,8 @@ int kudu_config_set(struct kudu_config *cfg, const char *key, const char *value,
 		uint64_t *dst = !strcmp(key, "min_rate") ? &cfg->min_rate : &cfg->max_json;
 
 		if (kudu_parse_size(value, dst) < 0) {
-			set_err(err, errlen, "%s: '%s' is not a size in bytes (e.g. 1K, 32M)", key, value);
+			set_err(err, errlen, "%s: '%s' is not a size in bytes (e.g. 1K, 32M)", key,
+				value);
 			return -EINVAL;
 		}
 		if (dst == &cfg->max_json && (*dst < 4096 || *dst > (1ULL << 30))) {
