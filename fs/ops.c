@@ -510,7 +510,7 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 		 * of ENOENT (the app is gone: Kudu's 404) is taken by glibc's
 		 * readdir for the end of the directory, and `ls` would show an
 		 * empty app without a word. */
-		rc = cache_get_list(k->cache, n.app, &h->list);
+		rc = cache_get_list(k->cache, n.app, n.inst, &h->list);
 		if (rc < 0) {
 			free(h);
 			return rc;
