@@ -1350,6 +1350,27 @@ def test_scripts_lint_clean():
     assert r.returncode == 2 and "needs a SAS token" in r.stderr, r.stderr
 
 
+def test_bad_destination_or_mount_is_one_error_line(tmp_path, blob_env):
+    """A malformed connection string, a SAS URL without a container, an unreachable
+    account, a directory that is no mount: one line on stderr, exit 1 or 2, no traceback,
+    nothing secret printed."""
+    root = tmp_path / "notamount"
+    (root / "app" / "w3wp-1").mkdir(parents=True)
+    (root / "app" / "w3wp-1" / "details.json").write_text("{}")
+    env = dict(blob_env, AZURE_STORAGE_CONNECTION_STRING="AccountKey=c2VjcmV0LWtleQ==;garbage")
+    r = to_blob(["--mount", str(root), "--pid", "1"], env)
+    assert r.returncode == 1 and "Connection string is either blank or malformed" in r.stderr, r.stderr
+    assert "c2VjcmV0LWtleQ" not in r.stdout + r.stderr
+    r = to_blob(["--mount", str(root), "--pid", "1", "--container", "https://127.0.0.1:1/?sv=1&sig=c2VjcmV0"], env)
+    assert r.returncode == 2 and "no container name" in r.stderr and "c2VjcmV0" not in r.stderr, r.stderr
+    r = to_blob(["--mount", str(root), "--pid", "1", "--container", "http://127.0.0.1:1/acct/c?sv=1&sig=c2VjcmV0"],
+                env, timeout=600)
+    assert r.returncode == 1 and "c2VjcmV0" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert re.search(r"^FAIL app/w3wp-1 mini: upload: .*(refused|Failed to establish)", r.stdout, re.M), r.stdout
+    r = to_blob(["--mount", str(root)], env)
+    assert r.returncode == 1 and "does not mark the site's process" in r.stdout, r.stdout
+
+
 # --------------------------------------------------------------------------- multi-GiB
 
 
