@@ -117,6 +117,24 @@ def config_keys():
     return keys
 
 
+def test_make_install_then_uninstall_leaves_no_file(tmp_path):
+    dest = tmp_path / "dest"
+    args = ["make", "-s", "-C", ROOT, "DESTDIR=%s" % dest, "PREFIX=/usr/local", "BUILD=%s" % (tmp_path / "b")]
+    r = run(args + ["install"], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if not p.is_dir() or p.is_symlink())
+    for f in ("usr/local/bin/kudufs", "usr/local/share/man/man5/kudufs.conf.5",
+              "usr/local/share/bash-completion/completions/kudufs-to-blob",
+              "usr/local/lib/systemd/system/kudufs@.service"):
+        assert f in files, files
+    unit = (dest / "usr/local/lib/systemd/system/kudufs@.service").read_text()
+    assert "ExecStart=/usr/local/bin/kudufs " in unit, "install did not rewrite the unit's paths"
+    r = run(args + ["uninstall"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    left = [str(p) for p in dest.rglob("*") if not p.is_dir() or p.is_symlink()]
+    assert not left, left
+
+
 # ------------------------------------------------------------------ man pages
 
 @pytest.fixture(scope="module")
