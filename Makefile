@@ -22,7 +22,7 @@ CFLAGS    += -std=c11 -Wall -Wextra -Werror -pthread $(OPTFLAGS) $(SANFLAGS) $(P
 LDLIBS    += $(PKG_LIBS) -pthread
 LDFLAGS   += $(SANFLAGS)
 
-KUDU_SRC  := kudu/config.c kudu/errors.c kudu/client.c kudu/instances.c kudu/model.c kudu/log.c
+KUDU_SRC  := kudu/config.c kudu/errors.c kudu/platform.c kudu/client.c kudu/instances.c kudu/model.c kudu/log.c
 CACHE_SRC := cache/cache.c cache/meta.c cache/spool.c cache/capture.c cache/status.c
 FS_SRC    := fs/main.c fs/ops.c
 LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(KUDU_SRC) $(CACHE_SRC))

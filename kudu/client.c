@@ -867,6 +867,9 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 			return true;
 		}
 		req->err = kudu_errno_from_status(req->status, msg);
+		if (req->err == -EOPNOTSUPP && !req->arm)
+			kudu_app_note_platform(req->app, KUDU_PLATFORM_LINUX,
+					       "its Kudu says \"Not supported on Linux\"");
 		/* The front end's 230 s cut is an HTML or text page (or only a reason
 		 * phrase), not Kudu's JSON: look at all of it, the body being bounded
 		 * by ERROR_BODY_MAX. */
@@ -896,6 +899,9 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 				req->kind == KUDU_REQ_JSON ? "meta_timeout" : "first_byte_timeout",
 				req->kind == KUDU_REQ_JSON ? x->cfg->meta_timeout
 							   : x->cfg->first_byte_timeout);
+		else if (req->err == -EOPNOTSUPP)
+			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s: %s (%s)", req->status,
+				 kudu_status_reason(req->status), msg, KUDU_HINT_DOTNET_MONITOR);
 		else if (kudu_status_is_retryable(req->status))
 			snprintf(req->errmsg, sizeof(req->errmsg), "%ld %s%s%s (after %d attempts)",
 				 req->status, kudu_status_reason(req->status), msg[0] ? ": " : "",
@@ -1330,4 +1336,25 @@ size_t kudu_client_seen_instances(struct kudu_client *c, const struct kudu_app *
 				n++;
 	pthread_mutex_unlock(&c->inst_lock);
 	return n;
+}
+
+bool kudu_client_probe_no_process_api(struct kudu_client *c, struct kudu_app *app, char *msg,
+				      size_t len)
+{
+	struct kudu_request req;
+	bool answers;
+
+	/* Linux Consumption's KuduLite serves deployment routes only: every
+	 * other path, /api/processes included, is 404 */
+	kudu_request_init(&req, app, KUDU_REQ_JSON);
+	if (kudu_url_settings(app, req.url, sizeof(req.url)) < 0)
+		return false;
+	answers = kudu_client_fetch(c, &req) == 0;
+	kudu_request_reset(&req);
+	if (answers) {
+		snprintf(msg, len, "%s", KUDU_HINT_NO_PROCESS_API);
+		kudu_app_note_platform(app, KUDU_PLATFORM_LINUX,
+				       "404 on /api/processes, its Kudu answers /api/settings");
+	}
+	return answers;
 }

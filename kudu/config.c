@@ -674,7 +674,13 @@ static int config_ini_line(void *user, const char *section, const char *name, co
 			rc = set_arm_endpoint(&app->arm_endpoint, where, value, err, sizeof(err));
 		} else if (!strcmp(name, "arm_token_command"))
 			rc = replace_str(&app->arm_token_command, value, false);
-		else if (!strcmp(name, "password")) {
+		else if (!strcmp(name, "platform")) {
+			rc = kudu_platform_parse(value, &app->platform);
+			if (rc < 0)
+				snprintf(err, sizeof(err),
+					 "platform must be windows, linux or auto, not '%s'",
+					 value);
+		} else if (!strcmp(name, "password")) {
 			snprintf(
 				err, sizeof(err),
 				"'password' is not allowed in the config; use password_file (mode 0600) or password_command");

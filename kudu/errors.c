@@ -52,10 +52,25 @@ bool kudu_text_says_timed_out(const char *text, size_t len)
 	return false;
 }
 
+bool kudu_status_says_no_monitor(long status, const char *message)
+{
+	/* KuduLite's LinuxProcessController: text/plain on every process route
+	 * without dotnet-monitor (a JSON string on threads/modules/kill) */
+	if (!message)
+		return false;
+	if (status == 400)
+		return strstr(message, "Not supported on Linux") != NULL;
+	if (status == 404)
+		return strstr(message, "dotnet-monitor tool is not configured") != NULL;
+	return false;
+}
+
 int kudu_errno_from_status(long status, const char *message)
 {
 	if (status >= 200 && status < 300)
 		return 0;
+	if (kudu_status_says_no_monitor(status, message))
+		return -EOPNOTSUPP;
 	switch (status) {
 	case 401:
 	case 403:
@@ -75,25 +90,48 @@ int kudu_errno_from_status(long status, const char *message)
 	}
 }
 
-static int fmt_url(char *buf, size_t len, const char *fmt, const char *root, int pid, int type)
+/* snprintf's result: 0, or -ENAMETOOLONG when buf was too short */
+static int url_done(int n, size_t len)
 {
-	int n = snprintf(buf, len, fmt, root, pid, type);
-
 	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
 }
 
 int kudu_url_list(const struct kudu_app *app, char *buf, size_t len)
 {
-	return fmt_url(buf, len, "%s/api/processes", app->url, 0, 0);
+	return url_done(snprintf(buf, len, "%s/api/processes", app->url), len);
 }
 
 int kudu_url_details(const struct kudu_app *app, int pid, char *buf, size_t len)
 {
-	return fmt_url(buf, len, "%s/api/processes/%d", app->url, pid, 0);
+	return url_done(snprintf(buf, len, "%s/api/processes/%d", app->url, pid), len);
+}
+
+int kudu_url_proc_part(const struct kudu_app *app, int pid, const char *part, char *buf, size_t len)
+{
+	return url_done(snprintf(buf, len, "%s/api/processes/%d/%s", app->url, pid, part), len);
 }
 
 int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type, char *buf,
 		  size_t len)
 {
-	return fmt_url(buf, len, "%s/api/processes/%d/dump?dumpType=%d", app->url, pid, (int)type);
+	const struct kudu_dump_kind *k = kudu_dump_kind_of(type);
+	enum kudu_platform p = kudu_app_platform(app);
+	int n;
+
+	if (!k || !kudu_dump_available(p, type))
+		return -ENOENT;
+	/* KuduLite reads type= and ignores dumpType= (it would answer its
+	 * default, WithHeap, for any dumpType) */
+	if (p == KUDU_PLATFORM_LINUX)
+		n = snprintf(buf, len, "%s/api/processes/%d/dump?type=%s", app->url, pid,
+			     k->linux_type);
+	else
+		n = snprintf(buf, len, "%s/api/processes/%d/dump?dumpType=%d", app->url, pid,
+			     k->windows_dump_type);
+	return url_done(n, len);
+}
+
+int kudu_url_settings(const struct kudu_app *app, char *buf, size_t len)
+{
+	return url_done(snprintf(buf, len, "%s/api/settings", app->url), len);
 }

@@ -24,6 +24,12 @@
 
 /* ---- configuration ---------------------------------------------------- */
 
+/* Which Kudu serves an app: Windows Kudu (its own process API), or
+ * KuduLite on Linux (proxying dotnet-monitor: other dump route and types,
+ * no threads or modules). AUTO in the config: learnt from what Kudu
+ * answers (kudu/platform.c); as a value, "not known yet". */
+enum kudu_platform { KUDU_PLATFORM_AUTO, KUDU_PLATFORM_WINDOWS, KUDU_PLATFORM_LINUX };
+
 enum kudu_cred_kind {
 	KUDU_CRED_NONE,  /* nothing found: requests go out unauthenticated */
 	KUDU_CRED_BASIC, /* user + password (section, or environment) */
@@ -41,7 +47,10 @@ struct kudu_app {
 	char *netrc_file; /* NULL: libcurl's default ~/.netrc */
 	char *instance;   /* ARRAffinity cookie sent from the first request, NULL: ARR picks */
 	int section_line; /* line of [app NAME] in the config, 0 if none */
-	unsigned command_timeout; /* the config's, copied for token_command re-runs */
+	enum kudu_platform platform; /* `platform =`; AUTO: detected (platform_seen) */
+	atomic_int platform_seen;    /* the detected enum kudu_platform, AUTO until then;
+				      * set once, kept for the mount's life (kudu/platform.c) */
+	unsigned command_timeout;    /* the config's, copied for token_command re-runs */
 
 	/* Scaled-out apps: how instances/ is filled (kudu/instances.c). */
 	char **instances; /* `instances = ID, ...`: exactly these; NULL: discover */
@@ -127,14 +136,67 @@ bool kudu_status_is_retryable(long status);
 bool kudu_text_says_timed_out(const char *text, size_t len);
 const char *kudu_status_reason(long status);
 
-/* ---- URLs --------------------------------------------------------------- */
+/* KuduLite's 400 "Not supported on Linux" (dotnet-monitor off), or its 404
+ * "The dotnet-monitor tool is not configured to run": the process API is
+ * there but cannot answer (kudu_errno_from_status: -EOPNOTSUPP). */
+bool kudu_status_says_no_monitor(long status, const char *message);
+/* What an EOPNOTSUPP error adds, so the user knows what to change. */
+#define KUDU_HINT_DOTNET_MONITOR                                            \
+	"this Linux app's Kudu has no dotnet-monitor: set the app setting " \
+	"WEBSITE_USE_DOTNET_MONITOR=true (.NET apps only)"
+/* --check's word for a Kudu that answers, but not /api/processes (404). */
+#define KUDU_HINT_NO_PROCESS_API "this app's Kudu has no process API (Linux Consumption plan?)"
 
-enum kudu_dump_type { KUDU_DUMP_MINI = 1, KUDU_DUMP_FULL = 2 };
+/* ---- platforms and dump kinds (kudu/platform.c) --------------------------- */
+
+/* "windows", "linux", "auto" */
+const char *kudu_platform_name(enum kudu_platform p);
+int kudu_platform_parse(const char *s, enum kudu_platform *out);
+/* The app's platform: the configured one, else the detected one, else
+ * KUDU_PLATFORM_AUTO (nothing seen yet). The one place that decides. */
+enum kudu_platform kudu_app_platform(const struct kudu_app *app);
+/* Evidence from a response (a list's item shape, a "Not supported on
+ * Linux"): the first one decides for the mount's life and is logged; a
+ * configured platform it contradicts is logged once. AUTO: no evidence. */
+void kudu_app_note_platform(struct kudu_app *app, enum kudu_platform seen, const char *why);
+
+enum kudu_dump_type {
+	KUDU_DUMP_MINI = 1,
+	KUDU_DUMP_FULL = 2,
+	KUDU_DUMP_WITHHEAP = 3, /* Linux only */
+	KUDU_DUMP_TRIAGE = 4,   /* Linux only */
+};
+
+/* One dump file of a process directory: the one table of names and
+ * parameters (fs/ lists and parses by it, status.json and logs name by it). */
+struct kudu_dump_kind {
+	enum kudu_dump_type type;
+	int windows_dump_type;  /* Kudu's dumpType=, 0: no such dump on Windows */
+	const char *file;       /* "minidump.dmp" */
+	const char *name;       /* "mini": status.json, kudufs-to-blob --type */
+	const char *linux_type; /* KuduLite's (dotnet-monitor's) type= */
+};
+extern const struct kudu_dump_kind kudu_dump_kinds[];
+extern const size_t kudu_dump_nkinds;
+const struct kudu_dump_kind *kudu_dump_kind_of(enum kudu_dump_type type);
+/* Is there such a dump on this platform (AUTO counts as Windows)? */
+bool kudu_dump_available(enum kudu_platform p, enum kudu_dump_type type);
+/* Does Kudu have the threads and modules routes (Windows; AUTO too)? */
+bool kudu_platform_has_threads(enum kudu_platform p);
+
+/* ---- URLs --------------------------------------------------------------- */
 
 int kudu_url_list(const struct kudu_app *app, char *buf, size_t len);
 int kudu_url_details(const struct kudu_app *app, int pid, char *buf, size_t len);
+/* /api/processes/{pid}/{part}: "threads", "modules" */
+int kudu_url_proc_part(const struct kudu_app *app, int pid, const char *part, char *buf,
+		       size_t len);
+/* The dump route of the app's platform (kudu_app_platform): dumpType=N on
+ * Windows, type=Name on Linux; -ENOENT for a dump the platform has not. */
 int kudu_url_dump(const struct kudu_app *app, int pid, enum kudu_dump_type type, char *buf,
 		  size_t len);
+/* /api/settings: answered by every Kudu, Linux Consumption's included. */
+int kudu_url_settings(const struct kudu_app *app, char *buf, size_t len);
 
 /* ---- client ------------------------------------------------------------ */
 
@@ -224,6 +286,11 @@ int kudu_client_view_instance(struct kudu_client *c, const struct kudu_app *app,
 #define KUDU_SEEN_MAX 256
 size_t kudu_client_seen_instances(struct kudu_client *c, const struct kudu_app *app, char ***ids);
 double kudu_now(void);
+/* After a 404 on /api/processes: does the app's Kudu answer other routes
+ * (/api/settings)? Then it has no process API (Linux Consumption), and
+ * msg gets KUDU_HINT_NO_PROCESS_API; else false (a wrong URL, say). */
+bool kudu_client_probe_no_process_api(struct kudu_client *c, struct kudu_app *app, char *msg,
+				      size_t len);
 
 /* ---- instances of a scaled-out app (kudu/instances.c) ----------------- */
 

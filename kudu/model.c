@@ -20,10 +20,13 @@ static json_t *model_fields(json_t *item)
 	return json_is_object(props) ? props : item;
 }
 
-/* Kudu says id; dotnet-monitor's items (KuduLite proxies them) say pid; ARM identifier. */
-static bool model_item_pid(json_t *it, int *pid)
+/* Kudu says id; dotnet-monitor's items (KuduLite proxies them) say pid; ARM
+ * identifier. *platform: what the key says of the server. */
+static bool model_item_pid(json_t *it, int *pid, enum kudu_platform *platform)
 {
 	static const char *const keys[] = { "id", "pid", "identifier" };
+	static const enum kudu_platform says[] = { KUDU_PLATFORM_WINDOWS, KUDU_PLATFORM_LINUX,
+						   KUDU_PLATFORM_AUTO };
 
 	for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
 		json_t *v = json_object_get(it, keys[k]);
@@ -33,6 +36,7 @@ static bool model_item_pid(json_t *it, int *pid)
 		if (json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
 			return false;
 		*pid = (int)json_integer_value(v);
+		*platform = says[k];
 		return true;
 	}
 	return false;
@@ -103,6 +107,7 @@ int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *o
 	json_t *arr = root;
 	struct kudu_proc_list l = { 0 };
 	size_t n;
+	bool seen[3] = { false, false, false }; /* by enum kudu_platform */
 
 	memset(out, 0, sizeof(*out));
 	if (json_is_object(root))
@@ -124,12 +129,15 @@ int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *o
 		json_t *it = model_fields(json_array_get(arr, i));
 		json_t *name = json_object_get(it, "name");
 		struct kudu_proc *p = &l.procs[l.nprocs];
+		enum kudu_platform says = KUDU_PLATFORM_AUTO;
 		int pid;
 
-		if (!json_is_object(it) || !model_item_pid(it, &pid) || !json_is_string(name)) {
+		if (!json_is_object(it) || !model_item_pid(it, &pid, &says) ||
+		    !json_is_string(name)) {
 			l.skipped++;
 			continue;
 		}
+		seen[says] = true;
 		p->pid = pid;
 		p->name = strdup(json_string_value(name));
 		p->machine = model_machine(it);
@@ -143,6 +151,9 @@ int kudu_model_parse_list(const char *body, size_t len, struct kudu_proc_list *o
 		l.nprocs++;
 	}
 	json_decref(root);
+	if (seen[KUDU_PLATFORM_WINDOWS] != seen[KUDU_PLATFORM_LINUX])
+		l.platform = seen[KUDU_PLATFORM_LINUX] ? KUDU_PLATFORM_LINUX
+						       : KUDU_PLATFORM_WINDOWS;
 	if (model_drop_duplicates(&l) < 0) {
 		kudu_model_list_free(&l);
 		snprintf(err, errlen, "out of memory");
@@ -161,14 +172,50 @@ void kudu_model_details_free(struct kudu_details *d)
 	memset(d, 0, sizeof(*d));
 }
 
+/* faithful: the server's whole document, its key order kept, '\n'-ended */
+static int model_pretty(json_t *root, char **out, size_t *outlen, char *err, size_t errlen)
+{
+	char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *grown;
+	size_t tlen;
+
+	if (!text || !(grown = realloc(text, (tlen = strlen(text)) + 2))) {
+		free(text);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	grown[tlen++] = '\n';
+	grown[tlen] = '\0';
+	*out = grown;
+	*outlen = tlen;
+	return 0;
+}
+
+int kudu_model_pretty_json(const char *body, size_t len, char **out, size_t *outlen, char *err,
+			   size_t errlen)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, 0, &jerr);
+	int rc;
+
+	*out = NULL;
+	*outlen = 0;
+	if (!root) {
+		snprintf(err, errlen, "malformed JSON from server: %s", jerr.text);
+		return -EIO;
+	}
+	rc = model_pretty(root, out, outlen, err, errlen);
+	json_decref(root);
+	return rc;
+}
+
 int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out, char *err,
 			     size_t errlen)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, 0, &jerr);
 	json_t *obj;
-	char *text, *grown;
-	size_t tlen;
+	int rc;
 
 	memset(out, 0, sizeof(*out));
 	if (!root || !json_is_object(root)) {
@@ -178,18 +225,11 @@ int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *
 		return -EIO;
 	}
 	obj = model_fields(root);
-	/* faithful: the server's whole object, its key order kept */
-	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	if (!text || !(grown = realloc(text, (tlen = strlen(text)) + 2))) {
-		free(text);
+	rc = model_pretty(root, &out->json, &out->len, err, errlen);
+	if (rc < 0) {
 		json_decref(root);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
+		return rc;
 	}
-	grown[tlen++] = '\n';
-	grown[tlen] = '\0';
-	out->json = grown;
-	out->len = tlen;
 	out->is_scm_site = json_is_true(json_object_get(obj, "is_scm_site"));
 	out->machine = model_machine(obj);
 	json_decref(root);

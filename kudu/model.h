@@ -10,6 +10,8 @@
 #ifndef KUDUFS_KUDU_MODEL_H
 #define KUDUFS_KUDU_MODEL_H
 
+#include "kudu/kudu.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -25,6 +27,10 @@ struct kudu_proc_list {
 	size_t nprocs;
 	size_t skipped;    /* items without a usable id (0..INT_MAX) or name */
 	size_t duplicates; /* items whose pid an earlier item had: the first is kept */
+	/* What the items' shape says (kudu_app_note_platform's evidence):
+	 * Kudu's ProcessInfo (id) is Windows, dotnet-monitor's (pid, uid) is
+	 * KuduLite's; AUTO when empty or mixed. */
+	enum kudu_platform platform;
 };
 
 /*
@@ -51,6 +57,12 @@ struct kudu_details {
 int kudu_model_parse_details(const char *body, size_t len, struct kudu_details *out, char *err,
 			     size_t errlen);
 void kudu_model_details_free(struct kudu_details *d);
+
+/* Any JSON document (threads, modules: arrays), pretty-printed as
+ * details.json is: the server's keys in its order, '\n'-ended. -EIO if it
+ * is not an array or object. *out is malloc'd. */
+int kudu_model_pretty_json(const char *body, size_t len, char **out, size_t *outlen, char *err,
+			   size_t errlen);
 
 /* ---- the site and SCM roles ---- */
 

@@ -272,6 +272,13 @@ static void test_errno_table(void)
 	      "timed out search");
 	CHECK(kudu_errno_from_status(504, NULL) == -ETIMEDOUT, "504");
 	CHECK(kudu_errno_from_status(400, NULL) == -EIO, "400");
+	CHECK(kudu_errno_from_status(400, "Not supported on Linux") == -EOPNOTSUPP &&
+		      kudu_errno_from_status(400, "\"Not supported on Linux\"") == -EOPNOTSUPP,
+	      "KuduLite without dotnet-monitor (text, and a JSON string)");
+	CHECK(kudu_errno_from_status(404, "The dotnet-monitor tool is not configured to run") ==
+		      -EOPNOTSUPP,
+	      "dotnet-monitor on but not running");
+	CHECK(kudu_errno_from_status(500, "Not supported on Linux") == -EIO, "only a 400 says it");
 	CHECK(kudu_status_is_retryable(429) && kudu_status_is_retryable(502) &&
 		      kudu_status_is_retryable(503) && !kudu_status_is_retryable(500) &&
 		      !kudu_status_is_retryable(504),
@@ -294,6 +301,59 @@ static void test_urls(void)
 	      "%s", buf);
 	CHECK(kudu_url_dump(&app, 7, KUDU_DUMP_MINI, buf, 20) == -ENAMETOOLONG,
 	      "truncation detected");
+	CHECK(kudu_url_dump(&app, 7, KUDU_DUMP_WITHHEAP, buf, sizeof(buf)) == -ENOENT &&
+		      kudu_url_dump(&app, 7, KUDU_DUMP_TRIAGE, buf, sizeof(buf)) == -ENOENT,
+	      "no WithHeap/Triage on Windows (or not yet known)");
+	CHECK(kudu_url_proc_part(&app, 4292, "threads", buf, sizeof(buf)) == 0 &&
+		      !strcmp(buf, "http://127.0.0.1:8080/demo/api/processes/4292/threads"),
+	      "%s", buf);
+	CHECK(kudu_url_settings(&app, buf, sizeof(buf)) == 0 &&
+		      !strcmp(buf, "http://127.0.0.1:8080/demo/api/settings"),
+	      "%s", buf);
+	/* KuduLite reads type=, never dumpType= */
+	app.platform = KUDU_PLATFORM_LINUX;
+	{
+		static const char *const want[] = { "", "Mini", "Full", "WithHeap", "Triage" };
+
+		for (int t = KUDU_DUMP_MINI; t <= KUDU_DUMP_TRIAGE; t++) {
+			char exp[128];
+
+			snprintf(exp, sizeof(exp),
+				 "http://127.0.0.1:8080/demo/api/processes/85/dump?type=%s",
+				 want[t]);
+			CHECK(kudu_url_dump(&app, 85, (enum kudu_dump_type)t, buf, sizeof(buf)) ==
+					      0 &&
+				      !strcmp(buf, exp),
+			      "%s", buf);
+		}
+	}
+}
+
+/* platform = windows|linux|auto: configured wins, else the first evidence, kept. */
+static void test_platform(void)
+{
+	struct kudu_app app = { .name = "a", .url = "http://x" };
+	enum kudu_platform p = KUDU_PLATFORM_AUTO;
+
+	atomic_init(&app.platform_seen, KUDU_PLATFORM_AUTO);
+	CHECK(kudu_platform_parse("linux", &p) == 0 && p == KUDU_PLATFORM_LINUX, "parse linux");
+	CHECK(kudu_platform_parse("Linux", &p) == -EINVAL, "names are lower case");
+	CHECK(kudu_app_platform(&app) == KUDU_PLATFORM_AUTO, "unknown until seen");
+	kudu_app_note_platform(&app, KUDU_PLATFORM_AUTO, "empty list");
+	CHECK(kudu_app_platform(&app) == KUDU_PLATFORM_AUTO, "no evidence, no decision");
+	kudu_app_note_platform(&app, KUDU_PLATFORM_LINUX, "test");
+	kudu_app_note_platform(&app, KUDU_PLATFORM_WINDOWS, "test");
+	CHECK(kudu_app_platform(&app) == KUDU_PLATFORM_LINUX, "the first evidence is kept");
+	app.platform = KUDU_PLATFORM_WINDOWS;
+	CHECK(kudu_app_platform(&app) == KUDU_PLATFORM_WINDOWS, "configured wins");
+	CHECK(kudu_dump_available(KUDU_PLATFORM_LINUX, KUDU_DUMP_TRIAGE) &&
+		      !kudu_dump_available(KUDU_PLATFORM_WINDOWS, KUDU_DUMP_TRIAGE) &&
+		      !kudu_dump_available(KUDU_PLATFORM_AUTO, KUDU_DUMP_WITHHEAP) &&
+		      kudu_dump_available(KUDU_PLATFORM_AUTO, KUDU_DUMP_FULL),
+	      "dump kinds per platform");
+	CHECK(kudu_platform_has_threads(KUDU_PLATFORM_WINDOWS) &&
+		      !kudu_platform_has_threads(KUDU_PLATFORM_LINUX),
+	      "threads/modules on Windows only");
 }
 
 static void test_sizes_and_names(void)
@@ -397,6 +457,8 @@ static void test_config_bad(void)
 			  "bad4.conf:2: cache_max");
 	expect_load_error("bad5.conf", "[app a]\npassword = hunter2\n", 0600, "not allowed");
 	expect_load_error("bad6.conf", "[app a]\nurl = ftp://x\n", 0600, "must start with http");
+	expect_load_error("bad7.conf", "[app a]\nplatform = macos\n", 0600,
+			  "platform must be windows, linux or auto");
 	expect_load_error("perm.conf", "[app a]\n", 0644, "chmod 600");
 	expect_load_error("perm2.conf", "[app a]\n", 0640, "group or others");
 	{
@@ -607,6 +669,7 @@ int main(void)
 		return 2;
 	test_errno_table();
 	test_urls();
+	test_platform();
 	test_sizes_and_names();
 	test_config_good();
 	test_config_bad();

@@ -183,8 +183,55 @@ static void test_roles(void)
 	      "role names");
 }
 
+/* The items' shape is the platform's evidence (kudu_app_note_platform). */
+static void test_list_platform(void)
+{
+	struct kudu_proc_list l;
+
+	CHECK(parse("[{\"id\":1,\"name\":\"w3wp\",\"href\":\"h\"}]", &l) == 0 &&
+		      l.platform == KUDU_PLATFORM_WINDOWS,
+	      "Kudu's ProcessInfo: %d", l.platform);
+	kudu_model_list_free(&l);
+	CHECK(parse("[{\"pid\":85,\"uid\":\"u\",\"name\":\"dotnet\",\"isDefault\":true}]", &l) ==
+			      0 &&
+		      l.platform == KUDU_PLATFORM_LINUX && l.nprocs == 1 && l.procs[0].pid == 85,
+	      "dotnet-monitor's items: %d", l.platform);
+	kudu_model_list_free(&l);
+	CHECK(parse("[]", &l) == 0 && l.platform == KUDU_PLATFORM_AUTO, "empty: no evidence");
+	kudu_model_list_free(&l);
+	CHECK(parse("[{\"id\":1,\"name\":\"a\"},{\"pid\":2,\"name\":\"b\"}]", &l) == 0 &&
+		      l.platform == KUDU_PLATFORM_AUTO,
+	      "mixed: no evidence");
+	kudu_model_list_free(&l);
+	CHECK(parse("{\"value\":[{\"properties\":{\"id\":4,\"name\":\"w3wp\"}}]}", &l) == 0 &&
+		      l.platform == KUDU_PLATFORM_WINDOWS,
+	      "ARM envelope of Kudu's items");
+	kudu_model_list_free(&l);
+}
+
+static void test_pretty_json(void)
+{
+	char err[256] = "", *out = NULL;
+	size_t len = 0;
+
+	CHECK(kudu_model_pretty_json(B("[{\"id\":1,\"state\":\"Wait\",\"a\":2}]"), &out, &len, err,
+				     sizeof(err)) == 0 &&
+		      !strcmp(out,
+			      "[\n  {\n    \"id\": 1,\n    \"state\": \"Wait\",\n    \"a\": 2\n  }\n]\n") &&
+		      len == strlen(out),
+	      "array, key order kept: %s", out ? out : err);
+	free(out);
+	CHECK(kudu_model_pretty_json(B("\"Not supported on Linux\""), &out, &len, err,
+				     sizeof(err)) == -EIO &&
+		      out == NULL,
+	      "a bare string is no document");
+	CHECK(kudu_model_pretty_json(B("[1,"), &out, &len, err, sizeof(err)) == -EIO, "cut");
+}
+
 int main(void)
 {
+	test_list_platform();
+	test_pretty_json();
 	test_list_shapes();
 	test_list_duplicates();
 	test_list_malformed();
