@@ -454,6 +454,9 @@ def test_make_deb_builds_the_package(deb):
               "./lib/systemd/system/kudufs-webhook.service", "./lib/systemd/system/kudufs@.service",
               "./usr/share/kudufs/webhook/hooks.json"):
         assert re.search(r" %s( |$)" % re.escape(f), files, re.M), f
+    # Debian's own checker: no error or warning
+    r = run(["lintian", "--fail-on", "error,warning", path], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     print("make deb took %.1f s" % took)
 
 
