@@ -85,6 +85,8 @@ Spec (JSON, all optional):
      "rate_mbps": R,                     dump body rate cap of this site (MiB/s)
      "processes": [{"name", "pid", "scm", "mini_size", "full_size", "user_name", "dump_error",
                     "instances": [index or id, ...]  (only on these instances; default all),
+                    "dump_seed": S  (a string mixed into the body's seed: a "restarted" process
+                                     with other memory; change it with POST /_emulator/site),
                     "details": {extra/overriding detail fields}}]}}}
 Default: one site "demo" (user demo, password demo-secret-pw) with an SCM w3wp 4100, the
 site's w3wp 4292, dotnet 5012 and php-cgi 6240; mini dumps 4 MiB, full dumps 64 MiB.
@@ -274,6 +276,15 @@ def pattern_block(site, pid, dump_type, instance=None):
                 _block_cache.clear()
             _block_cache[key] = b
     return b
+
+
+def body_seed(inst_seed, proc):
+    """The instance argument of pattern_block for a process: its instance's seed, with the
+    process's "dump_seed" appended when it has one (without, the bodies are as before)."""
+    extra = proc.get("dump_seed") if proc else None
+    if extra is None:
+        return inst_seed
+    return "%s+%s" % (inst_seed or "", extra)
 
 
 def iter_dump(site, pid, dump_type, size, start=0, instance=None):
@@ -1276,7 +1287,7 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     size = site.dump_size(p, dt)
                     pid = p["pid"]
-                sha, md5, size = expected_digests(site.name, pid, dt, size, inst.seed)
+                sha, md5, size = expected_digests(site.name, pid, dt, size, body_seed(inst.seed, p))
                 return self.send_json(200, {"sha256": sha, "md5": md5,
                                             "md5_b64": base64.b64encode(binascii.unhexlify(md5)).decode(),
                                             "size": size, "site": site.name, "pid": pid, "type": dt,
@@ -1772,7 +1783,8 @@ class Handler(BaseHTTPRequestHandler):
             rec = self.dump_rec
             count = self.dump_counter(site, inst)
             pacer = self.dump_pacer(site, faults)
-            pieces = iter_dump(site.name, proc["pid"], dump_type, size, instance=inst.seed)
+            pieces = iter_dump(site.name, proc["pid"], dump_type, size,
+                               instance=body_seed(inst.seed, proc))
 
             def release():
                 # Kudu's file is done with once the last bytes go out: free the site before the
@@ -1874,7 +1886,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.finish_hook()
             if size == 0:
                 release()
-            pieces = iter_dump(site.name, proc["pid"], dump_type, size, instance=inst.seed)
+            pieces = iter_dump(site.name, proc["pid"], dump_type, size,
+                               instance=body_seed(inst.seed, proc))
             self.write_body(pieces, faults, cancel=ctx.cancel, count_dump=count, total=size,
                             before_last=release, chunked=True, pacer=self.dump_pacer(site, faults))
             self.raw_write(b"0\r\n\r\n")

@@ -923,3 +923,20 @@ def test_restart_on_the_same_port_mid_download(make_emulator):
     assert emu.stats()["requests"]["dump"] == 0
     emu.restart(hard=True)
     assert emu.port == port and request(emu, "/demo/api/processes")[0] == 200
+
+
+def test_dump_seed_changes_the_body_and_its_digest(make_emulator):
+    """A process's "dump_seed" (set again with POST /_emulator/site: the process "restarted")
+    gives the same pid a body of the same size with other bytes; digest= follows it."""
+    proc = {"name": "w3wp", "pid": 4292, "mini_size": 3 * 1048576 + 5}
+    emu = make_emulator({"sites": {"s": {"processes": [proc]}}})
+    path = "/s/api/processes/4292/dump?dumpType=1"
+    bodies = []
+    for seed in (None, "2"):
+        if seed is not None:
+            emu.set_site("s", {"processes": [dict(proc, dump_seed=seed)]})
+        status, _, body = request(emu, path)
+        assert status == 200 and len(body) == proc["mini_size"]
+        assert hashlib.sha256(body).hexdigest() == emu.digest("s", 4292, 1)["sha256"]
+        bodies.append(body)
+    assert bodies[0] != bodies[1] and bodies[0][:8] == bodies[1][:8] == b"MDMP\x93\xa7\x00\x00"
