@@ -268,6 +268,16 @@ void cache_readers_leave(struct cache *c, int timeout_ms);
 /* Size of a complete, unexpired capture, else -ENOENT. */
 int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
 		       enum kudu_dump_type type, uint64_t *size);
+/* A reference to the capture of (app, inst, pid, type) only if it is complete
+ * and unexpired, and its size; -ENOENT otherwise (nothing is created or
+ * started). A handle opened on a finished capture keeps reading this one,
+ * whatever happens to the table (rm, dump_ttl, eviction) meanwhile. */
+int cache_capture_acquire_complete(struct cache *c, size_t app, const char *inst, int pid,
+				   enum kudu_dump_type type, struct capture **out, uint64_t *size);
+/* Bits fs/ keeps on a capture (which of its files' kernel caches it has
+ * invalidated for this capture); cache/ never interprets them. */
+unsigned cache_capture_marks(struct cache *c, struct capture *cap);
+void cache_capture_mark(struct cache *c, struct capture *cap, unsigned bits);
 void cache_capture_get_info(struct cache *c, size_t app, const char *inst, int pid,
 			    enum kudu_dump_type type, struct capture_info *info);
 /* unlink(): forget a finished capture; -EBUSY while one is being fetched. */

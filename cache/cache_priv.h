@@ -98,6 +98,7 @@ struct capture {
 	char filename[256];       /* cap_lock: Content-Disposition of the response */
 	uint64_t wake_at;         /* cap_lock: lowest byte count a waiting reader needs */
 	enum capture_auth auth;   /* cap_lock: bearer token re-run after a 401 */
+	unsigned fs_marks;        /* cap_lock: fs/'s (cache_capture_mark); never read here */
 	double started, finished, last_used; /* cap_lock (kudu_now()) */
 	time_t started_wall;                 /* cap_lock: for status.json */
 	pthread_cond_t cond;     /* waited on with cap_lock: bytes landed, state changed */

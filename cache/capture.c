@@ -558,6 +558,44 @@ int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
 	return rc;
 }
 
+int cache_capture_acquire_complete(struct cache *c, size_t app, const char *inst, int pid,
+				   enum kudu_dump_type type, struct capture **out, uint64_t *size)
+{
+	struct capture *cap;
+	char key[KUDU_INSTANCE_MAX];
+	int rc = -ENOENT;
+
+	capture_inst(c, app, inst, key, sizeof(key));
+	pthread_mutex_lock(&c->cap_lock);
+	cap = table_find_locked(c, app, key, pid, type);
+	if (cap && cap->state == CAP_COMPLETE && !cap_expired(c, cap, kudu_now())) {
+		cap->refs++;
+		cap->last_used = kudu_now();
+		*size = cap->bytes;
+		*out = cap;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->cap_lock);
+	return rc;
+}
+
+unsigned cache_capture_marks(struct cache *c, struct capture *cap)
+{
+	unsigned m;
+
+	pthread_mutex_lock(&c->cap_lock);
+	m = cap->fs_marks;
+	pthread_mutex_unlock(&c->cap_lock);
+	return m;
+}
+
+void cache_capture_mark(struct cache *c, struct capture *cap, unsigned bits)
+{
+	pthread_mutex_lock(&c->cap_lock);
+	cap->fs_marks |= bits;
+	pthread_mutex_unlock(&c->cap_lock);
+}
+
 void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 			       struct capture_info *info, double now)
 {

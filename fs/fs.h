@@ -12,6 +12,7 @@
 #include "kudu/kudu.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <time.h>
 
 /* The FUSE private data: everything the operations need. */
@@ -24,6 +25,7 @@ struct kudufs {
 	 * snapshot go without (see op_readdir). Atomic: read and set by any worker. */
 	_Atomic uint64_t *listed_gen;
 	time_t mounted_at;
+	bool single_thread; /* -s: one thread answers every request (op_open_dump) */
 	uid_t uid;
 	gid_t gid;
 	/* Open files. When an unmount is forced on a busy mount the kernel never

@@ -499,6 +499,7 @@ int main(int argc, char *argv[])
 	if (!k.listed_gen)
 		goto out_curl;
 	k.mounted_at = time(NULL);
+	k.single_thread = fo.singlethread != 0;
 	pthread_mutex_init(&k.handles_lock, NULL);
 	k.uid = getuid();
 	k.gid = getgid();

@@ -36,8 +36,17 @@ The emulator (tests/emu.py's Emulator)
   emu_json(emu, site, path)        the same, parsed
   counters(emu, site="demo")       that site's request counters (list, details, dump, ...; 0 if none)
   wait_emulator_idle(emu)          until no request is in progress at the emulator
+Blob Storage (tests/node_modules)
+  Azurite(workdir, cert=None, key=None, oauth=False)  .start() .stop() .conn .endpoint
+                                   .container_sas_url() .create_container() .list_blobs()
+                                   .blob_digest() ...: Azurite on a free 127.0.0.1 port and a
+                                   REST client for it (account SAS signed here)
+  AZCOPY, AZURITE                  the azcopy binary and azurite-blob
+  free_port()                      a free 127.0.0.1 TCP port
 """
 import base64
+import hashlib
+import hmac
 import errno
 import json
 import os
@@ -45,9 +54,14 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
 
 from emu import DEFAULT_PASSWORD, DEFAULT_USER
 
@@ -365,3 +379,169 @@ def wait_emulator_idle(emu, timeout=15.0):
     """Until the emulator has no request in progress (a stalled handler sleeps on after the
     client gave up, and keeps the site's dump file busy meanwhile, as Kudu would)."""
     return wait_for(lambda: not emu.stats()["current"], timeout)
+
+
+# ------------------------------------------------------------------ Azurite (Blob Storage)
+
+AZURITE = os.path.join(HERE, "node_modules", ".bin", "azurite-blob")
+AZCOPY = os.path.join(HERE, "node_modules", "@azure-tools", "azcopy-linux", "dist", "bin",
+                      "azcopy_linux_amd64")
+# Azurite's well-known development account (public, documented; not a secret).
+ACCOUNT = "devstoreaccount1"
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+SAS_VERSION = "2021-06-08"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def azurite_sign(text):
+    return base64.b64encode(hmac.new(base64.b64decode(KEY), text.encode(), hashlib.sha256).digest()).decode()
+
+
+class Azurite:
+    """Azurite's blob service on a free 127.0.0.1 port, and a small REST client for it.
+    With cert/key it serves HTTPS, with oauth=True it also takes bearer tokens."""
+
+    def __init__(self, workdir, cert=None, key=None, oauth=False):
+        self.dir = workdir
+        self.port = free_port()
+        self.proc = None
+        self.cert, self.key, self.oauth = cert, key, oauth
+        scheme = "https" if cert else "http"
+        self.ssl = ssl.create_default_context(cafile=cert) if cert else None
+        self.account_url = "%s://127.0.0.1:%d/%s" % (scheme, self.port, ACCOUNT)
+        self.endpoint = self.account_url
+        self.conn = ("DefaultEndpointsProtocol=%s;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;"
+                     % (scheme, ACCOUNT, KEY, self.endpoint))
+        se = "2099-01-01T00:00:00Z"
+        sig = azurite_sign("\n".join([ACCOUNT, "rwdlac", "b", "sco", "", se, "", "", SAS_VERSION, ""]) + "\n")
+        self.account_sas = urllib.parse.urlencode(
+            {"sv": SAS_VERSION, "ss": "b", "srt": "sco", "sp": "rwdlac", "se": se, "sig": sig})
+
+    def start(self, timeout=60):
+        if not os.path.exists(AZURITE):
+            raise RuntimeError("azurite missing at %s (run scripts/install-deps test)" % AZURITE)
+        log = open(os.path.join(self.dir, "azurite.log"), "wb")
+        cmd = [AZURITE, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+               "--location", os.path.join(self.dir, "data"), "--skipApiVersionCheck", "--silent",
+               "--disableTelemetry"]
+        if self.cert:
+            cmd += ["--cert", self.cert, "--key", self.key]
+        if self.oauth:
+            cmd += ["--oauth", "basic"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        log.close()
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise AssertionError("azurite exited %s: %s" % (self.proc.returncode, self.log()))
+            try:
+                urllib.request.urlopen(self.endpoint.rsplit("/", 1)[0] + "/", timeout=2, context=self.ssl).close()
+            except urllib.error.HTTPError:
+                return True  # any HTTP answer (400 here) means it is up
+            except OSError:
+                return False
+            return True
+        if not wait_for(answers, timeout):
+            self.stop()
+            raise AssertionError("azurite did not answer within %d s: %s" % (timeout, self.log()))
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, 10, term=True)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "azurite.log"), errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def container_sas_url(self, container, perms="racwdl"):
+        """A service SAS for the container (sr=c), as a user would paste it."""
+        se = "2099-01-01T00:00:00Z"
+        fields = [perms, "", se, "/blob/%s/%s" % (ACCOUNT, container), "", "", "", SAS_VERSION, "c",
+                  "", "", "", "", "", "", ""]
+        q = urllib.parse.urlencode({"sv": SAS_VERSION, "sr": "c", "sp": perms, "se": se,
+                                    "sig": azurite_sign("\n".join(fields))})
+        return "%s/%s?%s" % (self.endpoint, container, q)
+
+    def url(self, container, blob=None, **query):
+        path = "%s/%s" % (self.endpoint, container)
+        if blob is not None:
+            path += "/" + urllib.parse.quote(blob, safe="/")
+        q = urllib.parse.urlencode(query)
+        return path + "?" + (q + "&" if q else "") + self.account_sas
+
+    def request(self, method, url, data=None, headers=None, timeout=60):
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def create_container(self, name):
+        st, _, body = self.request("PUT", self.url(name, restype="container"), data=b"")
+        assert st == 201, (st, body)
+
+    def container_exists(self, name):
+        return self.request("GET", self.url(name, restype="container"))[0] == 200
+
+    def list_blobs(self, container, prefix="", uncommitted=False):
+        """{name: {length, md5, etag, content_type, metadata}} of the container."""
+        include = "metadata,uncommittedblobs" if uncommitted else "metadata"
+        st, _, body = self.request("GET", self.url(container, restype="container", comp="list",
+                                                   prefix=prefix, include=include))
+        if st == 404 and not uncommitted:
+            return {}
+        assert st == 200, (st, body)
+        out = {}
+        for b in ET.fromstring(body).iter("Blob"):
+            props = b.find("Properties")
+            meta = b.find("Metadata")
+            out[b.findtext("Name")] = {
+                "length": int(props.findtext("Content-Length")),
+                "md5": props.findtext("Content-MD5"),
+                "etag": props.findtext("Etag"),
+                "content_type": props.findtext("Content-Type"),
+                "metadata": {m.tag: m.text for m in meta} if meta is not None else {},
+            }
+        return out
+
+    def get_blob(self, container, name):
+        st, _, body = self.request("GET", self.url(container, name))
+        assert st == 200, (st, name, body[:300])
+        return body
+
+    def blob_digest(self, container, name):
+        """(length, md5 hex) of the blob's bytes, streamed."""
+        h = hashlib.md5()
+        n = 0
+        with urllib.request.urlopen(self.url(container, name), timeout=300, context=self.ssl) as r:
+            while True:
+                b = r.read(1 << 20)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+        return n, h.hexdigest()
+
+    def block_list(self, container, name):
+        """{"committed": [block ids], "uncommitted": [block ids]} of a blob."""
+        st, _, body = self.request("GET", self.url(container, name, comp="blocklist", blocklisttype="all"))
+        assert st == 200, (st, body[:300])
+        root = ET.fromstring(body)
+        return {k: [b.findtext("Name") for b in (root.find(tag) if root.find(tag) is not None else [])]
+                for k, tag in (("committed", "CommittedBlocks"), ("uncommitted", "UncommittedBlocks"))}
+
+    def put_blob(self, container, name, data):
+        st, _, body = self.request("PUT", self.url(container, name), data=data,
+                                   headers={"x-ms-blob-type": "BlockBlob"})
+        assert st == 201, (st, body)
