@@ -20,10 +20,6 @@ struct kudufs {
 	struct kudu_config *cfg;
 	struct kudu_client *client;
 	struct cache *cache;
-	/* Per app: gen of the last list snapshot listed to the end. Its entries
-	 * went out with attributes (readdirplus) once; later listings of that
-	 * snapshot go without (see op_readdir). Atomic: read and set by any worker. */
-	_Atomic uint64_t *listed_gen;
 	time_t mounted_at;
 	bool single_thread; /* -s: one thread answers every request (op_open_dump) */
 	uid_t uid;

@@ -495,9 +495,6 @@ int main(int argc, char *argv[])
 	}
 
 	k.cfg = &cfg;
-	k.listed_gen = calloc(cfg.napps ? cfg.napps : 1, sizeof(*k.listed_gen));
-	if (!k.listed_gen)
-		goto out_curl;
 	k.mounted_at = time(NULL);
 	k.single_thread = fo.singlethread != 0;
 	pthread_mutex_init(&k.handles_lock, NULL);
@@ -571,7 +568,6 @@ out_fuse:
 out_curl:
 	curl_global_cleanup();
 out:
-	free(k.listed_gen);
 	free(fo.mountpoint);
 	fuse_opt_free_args(&args);
 	free_options(&o);

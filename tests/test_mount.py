@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import SH, counters, emu_get, emu_json, run, sh, wait_for
+from helpers import SH, counters, emu_get, emu_json, run, sh, wait_for, xattr
 
 
 def os_errno(fn, *a):
@@ -119,7 +119,7 @@ def test_find_stat_readlink_jq(two_apps):
     details_bytes = read_file(site + "/details.json")
     assert rows[1][1:4] == ["regular file", "444", str(len(details_bytes))]
     for row in rows[2:4]:
-        assert row[1:] == ["regular empty file", "400", "0", "1048576"], row
+        assert row[1:] == ["regular empty file", "400", "0", "131072"], row
     assert rows[4][1:4] == ["regular file", "444", str(len(read_file(root + "/demo/processes.json")))]
     assert rows[5][2] == "444" and int(rows[5][3]) > 0
     r = run(["stat", "-c", "%F", root + "/demo/site"])
@@ -548,3 +548,18 @@ def test_list_429_503_retried_honoring_retry_after(make_emulator, mount, status)
     assert r.returncode == 0 and "w3wp-4292" in r.stdout, r.stderr
     assert counters(emu, "demo")["list"] == 3
     assert took >= 1.8, "Retry-After: 1 was not honoured (%.2f s)" % took
+
+
+def test_security_and_acl_xattrs_not_supported(emulator, mount):
+    """No labels, no ACLs: security.* and system.posix_acl_* are EOPNOTSUPP (ls -l then stops
+    asking for the rest of a listing), user.kudufs.* as before."""
+    m = mount({"demo": emulator.url("demo")})
+    app = os.path.join(m.path, "demo")
+    for p in (app, os.path.join(app, "w3wp-4292"), os.path.join(app, "w3wp-4292", "minidump.dmp")):
+        for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+            with pytest.raises(OSError) as e:
+                os.getxattr(p, name)
+            assert e.value.errno == errno.EOPNOTSUPP, (p, name)
+    assert xattr(os.path.join(app, "w3wp-4292", "minidump.dmp"), "state") == "idle"
+    r = run(["ls", "-l", app])
+    assert r.returncode == 0 and "w3wp-4292" in r.stdout, r.stderr
