@@ -530,6 +530,123 @@ def machine(app, i):
     return "RD" + inst_id(app, i)[:12].upper()
 
 
+@pytest.fixture
+def three(make_emulator, mount):
+    """(emulator, mount) of alpha with 3 instances and beta with 1."""
+    emu = make_emulator({"instances": 3, "sites": {
+        "alpha": {"mini_size": INST_SIZE, "full_size": INST_FULL},
+        "beta": {"instances": 1, "mini_size": INST_SIZE}}})
+    assert emu.instances("alpha")["live"] == [inst_id("alpha", i) for i in range(3)]
+    m = mount({"alpha": emu.url("alpha"), "beta": emu.url("beta")})
+    return emu, m
+
+
+def test_every_instance_by_default_and_instances_option(three, azurite, blob_env):
+    """By default the site w3wp of every instance of each app: one blob each, named with
+    the instance's first 6 characters, the instance's own bytes, metadata instance and
+    machinename; --instances ID,ID takes those only (a full id or its first 6+ chars), an
+    id that names nothing is a FAIL line."""
+    emu, m = three
+    t0 = utc_now()
+    r = to_blob(["--mount", m.path, "--container", "inst"], blob_env)
+    t1 = utc_now()
+    assert r.returncode == 0, r.stdout
+    ids = [inst_id("alpha", i) for i in range(3)]
+    beta = emu.instances("beta")["live"][0]
+    expect = {("alpha", i, 4292): INST_SIZE for i in ids}
+    expect[("beta", beta, 4292)] = INST_SIZE
+    names = check_uploads(azurite, emu, "inst", r.stdout, expect, t0, t1)
+    blobs = azurite.list_blobs("inst")
+    for i in range(3):
+        meta = blobs[names[("alpha", ids[i], 4292)]]["metadata"]
+        assert meta["instance"] == ids[i] and meta["machinename"] == machine("alpha", i), meta
+    assert dumps_by_instance(emu, "alpha") == {(i, 4292, 1): 1 for i in ids}
+    assert emu.stats()["sites"]["alpha"].get("dump_conflicts", 0) == 0
+    assert summary(r.stderr)[:3] == (4, 4, 0)
+
+    t0 = utc_now()
+    r = to_blob(["--mount", m.path, "--container", "inst2", "--app", "alpha",
+                 "--instances", "%s,%s" % (ids[2], ids[0][:8].upper())], blob_env)
+    t1 = utc_now()
+    assert r.returncode == 0, r.stdout
+    check_uploads(azurite, emu, "inst2", r.stdout, {("alpha", ids[0], 4292): INST_SIZE,
+                                                    ("alpha", ids[2], 4292): INST_SIZE}, t0, t1)
+    r = to_blob(["--mount", m.path, "--dry-run", "--app", "alpha", "--instances", "%s,abcdef99" % ids[1]],
+                blob_env)
+    assert r.returncode == 1
+    assert sorted(plain(ln) for ln in r.stdout.splitlines()) == [
+        "DRY alpha/w3wp-4292 mini", "FAIL alpha mini: --instances abcdef99 matches no instance"], r.stdout
+    assert "alpha/%s/w3wp-4292" % ids[1][:6] in r.stdout
+
+
+def alert_run(m, blob_env, fixture, container, extra=()):
+    return to_blob(["--mount", m.path, "--container", container, "--alert", os.path.join(FIXTURES, fixture)]
+                   + list(extra), blob_env)
+
+
+@pytest.mark.parametrize("fixture,index", [("alert-metric-instance.json", 1), ("alert-metric-machine.json", 2)])
+def test_metric_alert_instance_dimension_picks_one_of_three(three, azurite, blob_env, fixture, index):
+    """A metric alert split by Instance (the instance id; or the machine name, as App
+    Service metrics name it): exactly one blob, of that instance's site w3wp, with that
+    instance's digest; no other instance was dumped."""
+    emu, m = three
+    t0 = utc_now()
+    r = alert_run(m, blob_env, fixture, "metric%d" % index)
+    t1 = utc_now()
+    assert r.returncode == 0, r.stdout
+    iid = inst_id("alpha", index)
+    check_uploads(azurite, emu, "metric%d" % index, r.stdout, {("alpha", iid, 4292): INST_SIZE}, t0, t1)
+    assert dumps_by_instance(emu, "alpha") == {(iid, 4292, 1): 1}
+
+
+@pytest.mark.parametrize("fixture,index", [("alert-log-instance-pid.json", 2), ("alert-log-dimensions-v1.json", 0)])
+def test_log_alert_instance_and_process_id(three, azurite, blob_env, fixture, index):
+    """A log search alert on Functions telemetry summarised by cloud_RoleInstance and
+    ProcessId (in allOf[].dimensions[]; or the older alertContext.Dimensions[], with the
+    machine name): that instance's process with that pid only, the dotnet here (an explicit
+    pid needs no site role)."""
+    emu, m = three
+    pid = 5012 + 4 * index
+    r = alert_run(m, blob_env, fixture, "log%d" % index)
+    assert r.returncode == 0, r.stdout
+    (line,) = r.stdout.splitlines()
+    mm = OK_RE.match(line)
+    iid = inst_id("alpha", index)
+    assert mm and mm["app"] == "alpha" and mm["inst"] == iid[:6] and mm["name"] == "dotnet" \
+        and int(mm["pid"]) == pid, line
+    want = emu.digest("alpha", pid, 1, instance=iid)
+    b = azurite.list_blobs("log%d" % index)[mm["blob"]]
+    assert b["md5"] == want["md5_b64"] and b["length"] == want["size"], b
+    assert b["metadata"]["instance"] == iid and b["metadata"]["machinename"] == machine("alpha", index)
+    assert dumps_by_instance(emu, "alpha") == {(iid, pid, 1): 1}
+
+
+def test_alert_custom_properties_override_type_and_names(three, azurite, blob_env):
+    """customProperties kudufs.type full (and kudufs.name w3wp) with no dimension: the full
+    dump of the site w3wp of every instance; an explicit --type on the command line wins."""
+    emu, m = three
+    t0 = utc_now()
+    r = alert_run(m, blob_env, "alert-custom-full.json", "custom")
+    t1 = utc_now()
+    assert r.returncode == 0, r.stdout
+    ids = [inst_id("alpha", i) for i in range(3)]
+    check_uploads(azurite, emu, "custom", r.stdout, {("alpha", i, 4292): INST_FULL for i in ids}, t0, t1,
+                  dtype="full")
+    assert dumps_by_instance(emu, "alpha") == {(i, 4292, 2): 1 for i in ids}
+    r = alert_run(m, blob_env, "alert-custom-full.json", "custom", ["--type", "mini", "--dry-run"])
+    assert r.returncode == 0 and sorted(plain(ln) for ln in r.stdout.splitlines()) == ["DRY alpha/w3wp-4292 mini"] * 3
+
+
+def test_alert_dimension_matching_nothing_is_a_fail_line(three, azurite, blob_env):
+    """An Instance no instance of the app has (nor a machine): FAIL naming it, exit 1, no dump."""
+    emu, m = three
+    r = alert_run(m, blob_env, "alert-no-match.json", "nomatch")
+    assert r.returncode == 1
+    (line,) = r.stdout.splitlines()
+    assert line.startswith("FAIL alpha mini: alert dimension Instance=RD00NOSUCHBOX matches no instance of alpha"), line
+    assert dumps_taken(emu) == {} and azurite.list_blobs("nomatch") == {}
+
+
 def test_alert_naming_an_unconfigured_app_reaches_nothing(make_emulator, azurite, blob_env, tmp_path):
     """The payload only selects among configured apps. gamma, which the emulator serves but
     the config does not name: FAIL, no request to gamma; a target that smuggles a URL into
