@@ -644,6 +644,19 @@ def test_alert_dimension_matching_nothing_is_a_fail_line(three, azurite, blob_en
     assert r.returncode == 1
     (line,) = r.stdout.splitlines()
     assert line.startswith("FAIL alpha mini: alert dimension Instance=RD00NOSUCHBOX matches no instance of alpha"), line
+    # a ProcessId alone: the instance that has the pid (dotnet 5016 is instance 1's), the
+    # others are no failure; a pid no instance has is one
+    doc = json.load(open(os.path.join(FIXTURES, "alert-log-instance-pid.json")))
+    dims = doc["data"]["alertContext"]["condition"]["allOf"][0]["dimensions"]
+    dims[:] = [{"name": "ProcessId", "value": "5016"}]
+    r = to_blob(["--mount", m.path, "--dry-run", "--alert", "-"], blob_env, input=json.dumps(doc))
+    assert r.returncode == 0 and [re.sub(r" -> .*", "", ln) for ln in r.stdout.splitlines()] == [
+        "DRY alpha/%s/dotnet-5016 mini" % inst_id("alpha", 1)[:6]], r.stdout
+    dims[:] = [{"name": "ProcessId", "value": "99999"}]
+    r = to_blob(["--mount", m.path, "--dry-run", "--alert", "-"], blob_env, input=json.dumps(doc))
+    assert r.returncode == 1 and r.stdout.splitlines() == [
+        "FAIL alpha mini: alert dimension ProcessId=99999 matches no process of alpha on %s"
+        % ", ".join(sorted(inst_id("alpha", i)[:6] for i in range(3)))], r.stdout
     assert dumps_taken(emu) == {} and azurite.list_blobs("nomatch") == {}
 
 
