@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from helpers import (KUDUFS_BIN as KUDUFS, has_open, kudufs_env, stop_process, unmount, wait_for,
-                     wait_mounted, write_config, write_private, xattr)
+from helpers import (KUDUFS_BIN as KUDUFS, counters, has_open, kudufs_env, stop_process,
+                     unmount, wait_for, wait_mounted, write_config, write_private, xattr)
 import helpers
 
 
@@ -47,7 +47,7 @@ def test_check_ok(emulator, tmp_path):
                  "HOME": str(tmp_path)})
     assert p.returncode == 0, p.stderr
     assert re.fullmatch(r"demo: OK \d+ processes\n", p.stdout), p.stdout
-    assert emulator.stats()["sites"]["demo"]["list"] == 1
+    assert counters(emulator)["list"] == 1
 
 
 def test_check_wrong_password(emulator, tmp_path):
@@ -326,6 +326,6 @@ echo tok-abc-123
         assert r.returncode == 0, r.stderr
         assert r.stdout.split()[0] == emu.digest("demo", 4292, 1)["sha256"]
         assert int(counter.read_text()) == before + 1, "token_command re-run once"
-        assert emu.stats()["sites"]["demo"]["dump"] == 2, "the 401'd dump and the retry"
+        assert counters(emu)["dump"] == 2, "the 401'd dump and the retry"
     finally:
         unmount(mnt, proc, timeout=10)
