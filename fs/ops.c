@@ -457,7 +457,7 @@ static void op_open_dump(struct kudufs *k, const char *path, struct fs_handle *h
 	unsigned mark = view_mark(n);
 
 	if (k->single_thread || cache_capture_acquire_complete(k->cache, n->app, n->inst, n->pid,
-								n->dump, &cap, &size) < 0)
+							       n->dump, &cap, &size) < 0)
 		return;
 	if (!(cache_capture_marks(k->cache, cap) & mark)) {
 		/* -ENOENT: the kernel has no inode for it yet, nothing to drop */
