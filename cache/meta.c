@@ -280,6 +280,24 @@ ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname)
 
 static void details_prune_locked(struct view_meta *v, const struct cache_list *l, bool all);
 
+/* Wait on meta_cond for another reader's fetch, polling this reader's own
+ * interrupt (Ctrl-C): -EINTR once it came. meta_lock held. */
+static int meta_wait_locked(struct cache *c)
+{
+	struct timespec ts;
+
+	if (kudu_client_interrupted(c->client))
+		return -EINTR;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 200 * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&c->meta_cond, &c->meta_lock, &ts);
+	return 0;
+}
+
 /* Parse and store a list response of view (app, inst) (inflight was
  * claimed for it); *out (if given) gets a reference. */
 static int list_result(struct cache *c, size_t app, const char *inst, struct kudu_request *req,
@@ -331,7 +349,8 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 	} else if (l) {
 		cache_list_put(l); /* the instance went while its list was on the wire */
 		rc = -ENOENT;
-	} else if (v) {
+	} else if (v && rc != -EINTR) {
+		/* (an interrupted fetch says nothing about the server) */
 		v->list_err = rc;
 		v->list_err_at = kudu_now();
 		if (rc == -ENOENT) {
@@ -379,7 +398,10 @@ int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_l
 		}
 		if (!v->list_inflight)
 			break;
-		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+		if (meta_wait_locked(c) < 0) {
+			pthread_mutex_unlock(&c->meta_lock);
+			return -EINTR;
+		}
 		/* the instance may have gone meanwhile: its view with it */
 		v = view_find_locked(c, app, inst, false);
 	}
@@ -544,7 +566,9 @@ static void detail_store(struct cache *c, size_t app, const char *inst, const ch
 		e = detail_lookup(v, pid, true);
 	if (e)
 		view_pin_locked(v, now_pin, sizeof(now_pin));
-	if (e && strcmp(now_pin, pin)) {
+	if (e && (strcmp(now_pin, pin) || rc == -EINTR)) {
+		/* another instance now, or the fetching reader left (EINTR): not
+		 * an answer to keep; the next reader fetches again */
 		e->inflight = false; /* not fresh: the next reader fetches from the view's instance
 				      */
 		e->err = 0;
@@ -711,7 +735,10 @@ int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
 		}
 		if (!e->inflight)
 			break;
-		pthread_cond_wait(&c->meta_cond, &c->meta_lock);
+		if (meta_wait_locked(c) < 0) {
+			pthread_mutex_unlock(&c->meta_lock);
+			return -EINTR;
+		}
 	}
 	e->inflight = true;
 	kudu_request_init(&req, c->cfg->apps[app], KUDU_REQ_JSON);

@@ -65,6 +65,9 @@ void fs_release_handles(struct kudufs *k);
  * app's list; NULL otherwise. */
 int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct fs_node *node,
 			const char **dir, size_t *dirlen);
+/* Whether the calling FUSE worker's request was interrupted (Ctrl-C, a
+ * killed reader) or the session is ending: every wait polls it. */
+int fs_reader_should_stop(void);
 /* Parse and validate a path (may fetch the app's process list). */
 int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node);
 

@@ -528,6 +528,8 @@ int main(int argc, char *argv[])
 		kudu_log(LOG_ERR, "cannot start the HTTP client");
 		goto out_unmount;
 	}
+	/* list and details waits end with the reader, as dump waits do */
+	kudu_client_set_interrupted(k.client, fs_reader_should_stop);
 	if (cache_new(&k.cache, &cfg, k.client, err, sizeof(err)) < 0) {
 		kudu_log(LOG_ERR, "%s", err);
 		goto out_client;

@@ -411,7 +411,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 
 /* A waiting reader gives up on Ctrl-C, and on unmount/SIGTERM: libfuse
  * joins its workers at exit, so none may sleep until a dump finishes. */
-static int reader_should_stop(void)
+int fs_reader_should_stop(void)
 {
 	struct fuse_context *ctx = fuse_get_context();
 
@@ -580,7 +580,8 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 				cap = none;
 			}
 		}
-		return (int)cache_capture_read(k->cache, cap, buf, size, off, reader_should_stop);
+		return (int)cache_capture_read(k->cache, cap, buf, size, off,
+					       fs_reader_should_stop);
 	}
 	if (off < 0 || (size_t)off >= h->len)
 		return 0;

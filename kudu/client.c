@@ -37,6 +37,7 @@ struct kudu_client {
 	const struct kudu_config *cfg;
 	CURLM *multi;
 	pthread_t thread;
+	kudu_interrupted_fn interrupted; /* set before any fetch: the caller gave up */
 
 	pthread_mutex_t lock; /* guards incoming*, stopping */
 	struct kudu_request *incoming_head, *incoming_tail;
@@ -47,6 +48,12 @@ struct kudu_client {
 	struct kudu_request *waiting_head, *waiting_tail;
 	struct kudu_request *active;
 	unsigned active_json;
+	/* JSON bodies being received, in memory at once: at most max_json
+	 * beyond the one body let past it (json_owner), so 2 x max_json in all,
+	 * not max_conns x max_json. The others pause until it is done. */
+	uint64_t json_bytes;
+	struct kudu_request *json_owner;
+	bool json_resume; /* a body left: resume the paused ones */
 
 	/* Instances, parallel to cfg->apps. App Service's ARR pins a request to
 	 * an instance by the ARRAffinity cookie, and process ids are per
@@ -78,10 +85,13 @@ struct xfer {
 	char sent[KUDU_INSTANCE_MAX];     /* the ARRAffinity cookie sent, "" none */
 	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
 	bool affinity_set;                /* ... if any ("" when its value was not an id) */
-	bool rerouted;    /* pinned, and another instance answered: abort, body unread */
-	bool preflight;   /* this attempt only checks the pinned instance is there */
-	double rate_t0;   /* min_rate window: its start ... */
-	uint64_t rate_b0; /* ... and the body bytes then */
+	bool rerouted;  /* pinned, and another instance answered: abort, body unread */
+	bool preflight; /* this attempt only checks the pinned instance is there */
+	struct kudu_client *client;
+	bool paused;           /* CURL_WRITEFUNC_PAUSE for the JSON budget: no stall/min_rate */
+	uint64_t json_counted; /* of this body, in client->json_bytes */
+	double rate_t0;        /* min_rate window: its start ... */
+	uint64_t rate_b0;      /* ... and the body bytes then */
 };
 
 struct sync_wait {
@@ -343,6 +353,21 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 		}
 		return n;
 	}
+	if (req->status == 200 && x->client->json_bytes + n > cfg->max_json &&
+	    x->client->json_owner != req) {
+		if (x->client->json_owner) {
+			if (kudu_log_tracing())
+				kudu_log(
+					LOG_DEBUG,
+					"%s: GET %s: paused, %llu bytes of JSON bodies in memory (max_json %llu)",
+					req->app->name, req->url,
+					(unsigned long long)x->client->json_bytes,
+					(unsigned long long)cfg->max_json);
+			x->paused = true; /* curl hands these bytes again on resume */
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		x->client->json_owner = req;
+	}
 	req->bytes += n;
 	/* JSON bodies (max_json, counted decoded: a gzip bomb stops there) and
 	 * error bodies are kept in memory */
@@ -351,6 +376,10 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 			return n; /* an over-long error page: its head is enough */
 		x->local_err = EFBIG;
 		return 0;
+	}
+	if (req->status == 200) {
+		x->client->json_bytes += n;
+		x->json_counted += n;
 	}
 	return n;
 }
@@ -496,6 +525,7 @@ static int xfer_start(struct kudu_client *c, struct kudu_request *req)
 	}
 	req->priv = x;
 	x->cfg = cfg;
+	x->client = c;
 	x->t_start = kudu_now();
 	req->attempts++;
 	/* A dump pauses the process, and Kudu writes it before it sends a
@@ -611,11 +641,36 @@ static void xfer_release(struct kudu_client *c, struct kudu_request *req)
 		curl_multi_remove_handle(c->multi, x->easy);
 	}
 	if (x) {
+		if (x->json_counted || c->json_owner == req) {
+			c->json_bytes -= x->json_counted;
+			if (c->json_owner == req)
+				c->json_owner = NULL;
+			c->json_resume = true;
+		}
 		curl_easy_cleanup(x->easy);
 		curl_slist_free_all(x->headers);
 		free(x);
 	}
 	req->priv = NULL;
+}
+
+/* Bodies paused for the JSON budget go on once one left (loop context:
+ * curl may call on_write from curl_easy_pause, which may pause again). */
+static void resume_json(struct kudu_client *c, double now)
+{
+	if (!c->json_resume)
+		return;
+	c->json_resume = false;
+	for (struct kudu_request *req = c->active; req; req = req->priv_next) {
+		struct xfer *x = req->priv;
+
+		if (x && x->paused) {
+			x->paused = false;
+			x->t_last = now;
+			x->rate_t0 = 0;
+			curl_easy_pause(x->easy, CURLPAUSE_CONT);
+		}
+	}
 }
 
 static void complete(struct kudu_request *req)
@@ -974,6 +1029,8 @@ static void check_timeouts(struct kudu_client *c, double now)
 			snprintf(msg, sizeof(msg), "no response within first_byte_timeout (%u s)",
 				 cfg->first_byte_timeout);
 			abort_active(c, req, ETIMEDOUT, msg);
+		} else if (x->paused) {
+			/* waiting for the JSON budget: meta_timeout bounds it */
 		} else if (x->t_first && cfg->stall_timeout &&
 			   now - x->t_last > cfg->stall_timeout) {
 			snprintf(msg, sizeof(msg),
@@ -1107,6 +1164,7 @@ static void *transfer_main(void *arg)
 
 		now = kudu_now();
 		start_waiting(c, now, &next_due);
+		resume_json(c, now);
 		client_check_multi(c, "curl_multi_perform", curl_multi_perform(c->multi, &running));
 		while ((m = curl_multi_info_read(c->multi, &left))) {
 			struct kudu_request *req = NULL;
@@ -1238,6 +1296,16 @@ void kudu_client_submit(struct kudu_client *c, struct kudu_request *req)
 	curl_multi_wakeup(c->multi);
 }
 
+void kudu_client_set_interrupted(struct kudu_client *c, kudu_interrupted_fn fn)
+{
+	c->interrupted = fn;
+}
+
+bool kudu_client_interrupted(const struct kudu_client *c)
+{
+	return c && c->interrupted && c->interrupted();
+}
+
 static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 {
 	struct sync_wait w = { .done = false };
@@ -1247,8 +1315,27 @@ static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 	req->priv_sync = &w;
 	kudu_client_submit(c, req);
 	pthread_mutex_lock(&w.lock);
-	while (!w.done)
-		pthread_cond_wait(&w.cond, &w.lock);
+	while (!w.done) {
+		struct timespec ts;
+
+		if (!c->interrupted) {
+			pthread_cond_wait(&w.cond, &w.lock);
+			continue;
+		}
+		/* the caller (a FUSE reader) may leave: Ctrl-C, SIGKILL. The
+		 * request is cancelled and completes at once with -EINTR. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&w.cond, &w.lock, &ts) != 0 && !w.done &&
+		    !atomic_load(&req->cancel) && c->interrupted()) {
+			atomic_store(&req->cancel, EINTR);
+			curl_multi_wakeup(c->multi);
+		}
+	}
 	pthread_mutex_unlock(&w.lock);
 	req->priv_sync = NULL;
 	pthread_cond_destroy(&w.cond);

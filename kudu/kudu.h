@@ -262,9 +262,18 @@ struct kudu_request {
 
 struct kudu_client;
 
+/* Returns nonzero when the thread's caller has given up (a FUSE request
+ * interrupted, the session ending); called from the waiting thread. */
+typedef int (*kudu_interrupted_fn)(void);
+
 int kudu_client_new(struct kudu_client **out, const struct kudu_config *cfg);
 /* Aborts outstanding requests: their on_done runs with -ECANCELED on the
  * transfer thread before this returns. */
+/* Synchronous fetches (kudu_client_fetch) poll fn every 200 ms and end
+ * with -EINTR once it says so. Set once, before the first fetch. */
+void kudu_client_set_interrupted(struct kudu_client *c, kudu_interrupted_fn fn);
+/* Whether the calling thread's caller gave up (false without a hook). */
+bool kudu_client_interrupted(const struct kudu_client *c);
 void kudu_client_free(struct kudu_client *c);
 void kudu_request_init(struct kudu_request *req, struct kudu_app *app, enum kudu_req_kind kind);
 void kudu_request_reset(struct kudu_request *req);
