@@ -409,3 +409,77 @@ def test_sigterm_answers_waiting_and_queued_readers_enotconn(make_emulator, tmp_
                 r.kill()
                 r.wait()
         m.unmount()
+
+
+@pytest.mark.parametrize("what", ["ls", "details"])
+def test_killed_reader_of_a_hung_list_or_details_leaves_at_once(make_emulator, tmp_path, what):
+    """A reader waiting for a list or details (the server hangs; meta_timeout
+    is long) is answered EINTR as soon as it is killed: libfuse's interrupt,
+    polled while the request and other readers' waits go on."""
+    emu = make_emulator()
+    cfg = write_config(str(tmp_path), {"demo": emu.url("demo")})
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = start_mount(cfg, str(mnt), str(tmp_path), opts=["meta_timeout=60", "list_ttl=0", "detail_ttl=0"])
+    readers = []
+    try:
+        assert m.mounted, m.log()
+        assert "w3wp-4292" in os.listdir(mnt / "demo")
+        emu.add_fault(route="list" if what == "ls" else "details", kind="latency", seconds=40)
+        target = str(mnt / "demo") if what == "ls" else str(mnt / "demo" / "w3wp-4292" / "details.json")
+        cmd = ["ls", target] if what == "ls" else ["cat", target]
+        # two readers: the one that fetches and one waiting behind it
+        for _ in range(2):
+            readers.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        assert wait_for(lambda: emu.stats()["current"], timeout=10), "the request never reached the server"
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        for r in readers:
+            r.kill()
+        for r in readers:
+            r.wait(timeout=20)
+        assert time.monotonic() - t0 < 3, "killed readers waited %.1f s" % (time.monotonic() - t0)
+        # and the mount still answers (the interrupted fetch was not cached as an error)
+        emu.clear_faults()
+        assert "w3wp-4292" in os.listdir(mnt / "demo")
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+                r.wait()
+        m.unmount()
+
+
+def test_concurrent_json_bodies_share_one_budget(hostile, tmp_path):
+    """Three apps' lists of ~600 KB arrive at once with max_json=1M: the
+    client holds at most max_json of bodies beyond the one let past it,
+    pausing the others (traced with -d), and every listing is complete."""
+    body = b"[" + b",".join(b'{"id":%d,"name":"p%s"}' % (i, b"x" * 40) for i in range(10000)) + b"]"
+
+    def answer(c, h):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        step = len(body) // 6 + 1
+        for i in range(0, len(body), step):
+            c.sendall(body[i:i + step])
+            time.sleep(0.15)
+    srv = hostile(answer)
+    apps = {n: {"url": f"{srv.url}/{n}", "password": "p"} for n in ("a", "b", "c")}
+    cfg = write_config(str(tmp_path), apps)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = start_mount(cfg, str(mnt), str(tmp_path), opts=["max_json=1M", "list_ttl=0"], extra_args=["-d"])
+    try:
+        assert m.mounted, m.log()
+        res = {}
+
+        def ls(n):
+            res[n] = len(os.listdir(mnt / n))
+        ts = [threading.Thread(target=ls, args=(n,)) for n in apps]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert all(v >= 10000 for v in res.values()) and len(res) == 3, res
+        assert "paused" in m.log() and "bytes of JSON bodies in memory (max_json 1048576)" in m.log()
+    finally:
+        m.unmount()
