@@ -190,6 +190,17 @@ void cache_prefetch_details(struct cache *c, size_t app, const char *inst,
 			    const struct cache_list *l);
 int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
 		      struct cache_blob **out);
+/* A process's JSON documents: details (prefetched by readdir), threads and
+ * modules (Windows Kudu only; fetched when read, never prefetched: Kudu
+ * walks the process to answer them). Each cached for detail_ttl, errors
+ * for negative_ttl. */
+enum cache_part { CACHE_PART_DETAILS, CACHE_PART_THREADS, CACHE_PART_MODULES };
+int cache_get_part(struct cache *c, size_t app, const char *inst, int pid, enum cache_part part,
+		   struct cache_blob **out);
+/* The size of a fresh cached part, without fetching; -ENOENT if none (a
+ * stat must not make Kudu walk a process). */
+int cache_peek_part(struct cache *c, size_t app, const char *inst, int pid, enum cache_part part,
+		    size_t *size);
 void cache_blob_put(struct cache_blob *b);
 /* True when a details request said the process is gone (404, within neg_ttl). */
 bool cache_proc_gone(struct cache *c, size_t app, const char *inst, int pid);
@@ -220,6 +231,9 @@ void cache_instances_put(struct cache_instances *l);
 void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instances *l);
 /* Is the len-byte name id one of l's? */
 bool cache_instances_has(const struct cache_instances *l, const char *id, size_t len);
+/* Why the view's last list request failed (its errmsg, with the
+ * dotnet-monitor hint where it applies), "" when the last one worked. */
+void cache_list_error(struct cache *c, size_t app, const char *inst, char *buf, size_t len);
 /* Sanitize a server-provided name for use in a path component. */
 void cache_sanitize_name(const char *in, char *out, size_t outlen);
 

@@ -16,6 +16,7 @@
 
 struct detail_entry {
 	int pid;
+	enum cache_part part;    /* details, threads or modules of pid */
 	struct cache_blob *blob; /* NULL while fetching or after an error */
 	int err;                 /* last error (negative errno) */
 	double at;               /* when blob or err was stored */
@@ -36,6 +37,7 @@ struct view_meta {
 	double list_at;
 	int list_err;
 	double list_err_at;
+	char list_errmsg[KUDU_ERRLEN]; /* the last list error's text, "" after a success */
 	bool list_inflight;
 	size_t list_skipped, list_duplicates; /* of the last list, so a change is logged once */
 	struct detail_entry **details; /* DETAIL_BUCKETS chains, allocated with the first entry */

@@ -24,10 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* For messages: the file name without ".dmp". */
+/* For messages: the dump file's name ("minidump.dmp"). */
 static const char *cap_kind(const struct capture *cap)
 {
-	return cap->type == KUDU_DUMP_FULL ? "fulldump" : "minidump";
+	const struct kudu_dump_kind *k = kudu_dump_kind_of(cap->type);
+
+	return k ? k->file : "dump";
 }
 
 /* ---- reference counting (cap_lock held) ---- */
@@ -279,7 +281,13 @@ int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid
 {
 	struct capture *cap;
 	char key[KUDU_INSTANCE_MAX];
+	char url[sizeof(cap->url)];
+	/* the app's platform is known by now (its list said it): a Linux-only
+	 * dump of a Windows app has no route */
+	int rc = kudu_url_dump(c->cfg->apps[app], pid, type, url, sizeof(url));
 
+	if (rc < 0)
+		return rc;
 	capture_inst(c, app, inst, key, sizeof(key));
 	pthread_mutex_lock(&c->cap_lock);
 	cap = table_find_locked(c, app, key, pid, type);
@@ -304,7 +312,7 @@ int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid
 		cap->wake_at = UINT64_MAX;
 		cap->refs = 1;
 		cap->in_table = true;
-		kudu_url_dump(c->cfg->apps[app], pid, type, cap->url, sizeof(cap->url));
+		memcpy(cap->url, url, sizeof(cap->url));
 		pthread_cond_init(&cap->cond, NULL);
 		cap->next = c->captures;
 		c->captures = cap;

@@ -320,6 +320,11 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 			req->body_len = 0;
 			snprintf(l->instance, sizeof(l->instance), "%s", req->served_by);
 			list_index(l);
+			kudu_app_note_platform(
+				a, model.platform,
+				model.platform == KUDU_PLATFORM_LINUX
+					? "its process list has dotnet-monitor's items"
+					: "its process list has Kudu's items");
 		}
 	}
 	if (rc < 0 && !req->rerouted)
@@ -344,6 +349,7 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 		v->list = l;
 		v->list_at = kudu_now();
 		v->list_err = 0;
+		v->list_errmsg[0] = '\0';
 		if (out)
 			*out = cache_list_get(l);
 	} else if (l) {
@@ -353,6 +359,7 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 		/* (an interrupted fetch says nothing about the server) */
 		v->list_err = rc;
 		v->list_err_at = kudu_now();
+		snprintf(v->list_errmsg, sizeof(v->list_errmsg), "%s", err);
 		if (rc == -ENOENT) {
 			cache_list_put(v->list);
 			v->list = NULL;
@@ -418,6 +425,18 @@ int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_l
 	return rc;
 }
 
+void cache_list_error(struct cache *c, size_t app, const char *inst, char *buf, size_t len)
+{
+	struct view_meta *v;
+
+	buf[0] = '\0';
+	pthread_mutex_lock(&c->meta_lock);
+	v = view_find_locked(c, app, inst, false);
+	if (v && v->list_err)
+		snprintf(buf, len, "%s", v->list_errmsg);
+	pthread_mutex_unlock(&c->meta_lock);
+}
+
 struct list_prefetch {
 	struct kudu_request req;
 	struct cache *c;
@@ -475,7 +494,8 @@ void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instan
 
 /* ---- details ---- */
 
-static struct detail_entry *detail_lookup(struct view_meta *v, int pid, bool create)
+static struct detail_entry *detail_lookup(struct view_meta *v, int pid, enum cache_part part,
+					  bool create)
 {
 	unsigned b = (unsigned)pid % DETAIL_BUCKETS;
 	struct detail_entry *e;
@@ -486,11 +506,12 @@ static struct detail_entry *detail_lookup(struct view_meta *v, int pid, bool cre
 			return NULL;
 	}
 	for (e = v->details[b]; e; e = e->next)
-		if (e->pid == pid)
+		if (e->pid == pid && e->part == part)
 			return e;
 	if (!create || !(e = calloc(1, sizeof(*e))))
 		return NULL;
 	e->pid = pid;
+	e->part = part;
 	e->next = v->details[b];
 	v->details[b] = e;
 	return e;
@@ -526,13 +547,27 @@ static bool detail_fresh(const struct cache *c, const struct detail_entry *e, do
 	return false;
 }
 
-static int details_parse(const char *body, size_t len, struct cache_blob **out, char *err,
-			 size_t errlen)
+static int details_parse(enum cache_part part, const char *body, size_t len,
+			 struct cache_blob **out, char *err, size_t errlen)
 {
 	struct kudu_details d;
 	struct cache_blob *b;
-	int rc = kudu_model_parse_details(body, len, &d, err, errlen);
+	int rc;
 
+	if (part != CACHE_PART_DETAILS) {
+		/* threads, modules: the server's JSON, pretty-printed, nothing read from it */
+		if (!(b = calloc(1, sizeof(*b))))
+			return -ENOMEM;
+		rc = kudu_model_pretty_json(body, len, &b->data, &b->len, err, errlen);
+		if (rc < 0) {
+			free(b);
+			return rc;
+		}
+		atomic_init(&b->refs, 1);
+		*out = b;
+		return 0;
+	}
+	rc = kudu_model_parse_details(body, len, &d, err, errlen);
 	if (rc < 0)
 		return rc;
 	b = calloc(1, sizeof(*b));
@@ -554,7 +589,7 @@ static int details_parse(const char *body, size_t len, struct cache_blob **out, 
  * view that went meanwhile takes nothing, nor one now on another instance
  * than the result's (pin): those details are of another process. */
 static void detail_store(struct cache *c, size_t app, const char *inst, const char *pin, int pid,
-			 int rc, struct cache_blob *blob)
+			 enum cache_part part, int rc, struct cache_blob *blob)
 {
 	struct view_meta *v;
 	struct detail_entry *e = NULL;
@@ -563,7 +598,7 @@ static void detail_store(struct cache *c, size_t app, const char *inst, const ch
 	pthread_mutex_lock(&c->meta_lock);
 	v = view_find_locked(c, app, inst, false);
 	if (v)
-		e = detail_lookup(v, pid, true);
+		e = detail_lookup(v, pid, part, true);
 	if (e)
 		view_pin_locked(v, now_pin, sizeof(now_pin));
 	if (e && (strcmp(now_pin, pin) || rc == -EINTR)) {
@@ -596,8 +631,10 @@ static const char *view_label(const char *inst)
 }
 
 /* Parse and store a details response; *out (if given) gets a reference. */
+static const char *const part_names[] = { "details", "threads", "modules" };
+
 static int detail_result(struct cache *c, size_t app, const char *inst, int pid,
-			 struct kudu_request *req, struct cache_blob **out)
+			 enum cache_part part, struct kudu_request *req, struct cache_blob **out)
 {
 	struct cache_blob *blob = NULL;
 	char err[KUDU_ERRLEN];
@@ -605,21 +642,21 @@ static int detail_result(struct cache *c, size_t app, const char *inst, int pid,
 	const char *name = c->cfg->apps[app]->name;
 
 	if (rc == 0) {
-		rc = details_parse(req->body, req->body_len, &blob, err, sizeof(err));
+		rc = details_parse(part, req->body, req->body_len, &blob, err, sizeof(err));
 		if (rc < 0)
-			kudu_log(LOG_ERR, "%s%s%s: process %d: %s", name,
+			kudu_log(LOG_ERR, "%s%s%s: process %d %s: %s", name,
 				 inst_is_app_view(inst) ? "" : " instance ", view_label(inst), pid,
-				 err);
+				 part_names[part], err);
 	} else if (rc != -ENOENT) {
-		kudu_log(LOG_ERR, "%s%s%s: process %d details: %s", name,
+		kudu_log(LOG_ERR, "%s%s%s: process %d %s: %s", name,
 			 inst_is_app_view(inst) ? "" : " instance ", view_label(inst), pid,
-			 req->errmsg);
+			 part_names[part], req->errmsg);
 	}
 	if (rc == 0 && out) {
 		atomic_fetch_add(&blob->refs, 1);
 		*out = blob;
 	}
-	detail_store(c, app, inst, req->instance, pid, rc, blob);
+	detail_store(c, app, inst, req->instance, pid, part, rc, blob);
 	if (req->rerouted)
 		cache_instance_gone(c, app, req->instance, req->served_by);
 	return rc;
@@ -637,7 +674,7 @@ static void prefetch_done(struct kudu_request *req)
 {
 	struct prefetch *p = req->arg;
 
-	detail_result(p->c, p->app, p->inst, p->pid, req, NULL);
+	detail_result(p->c, p->app, p->inst, p->pid, CACHE_PART_DETAILS, req, NULL);
 	kudu_request_reset(req);
 	free(p);
 }
@@ -645,7 +682,7 @@ static void prefetch_done(struct kudu_request *req)
 /* Claim (view, pid) for fetching under meta_lock; false if fresh or in flight. */
 static bool detail_claim(struct cache *c, struct view_meta *v, int pid, double now)
 {
-	struct detail_entry *e = detail_lookup(v, pid, true);
+	struct detail_entry *e = detail_lookup(v, pid, CACHE_PART_DETAILS, true);
 
 	(void)c;
 	if (!e || e->inflight || detail_fresh(c, e, now))
@@ -659,7 +696,7 @@ static void detail_submit(struct cache *c, size_t app, const char *inst, const c
 	struct prefetch *p = calloc(1, sizeof(*p));
 
 	if (!p) {
-		detail_store(c, app, inst, pin, pid, -ENOMEM, NULL);
+		detail_store(c, app, inst, pin, pid, CACHE_PART_DETAILS, -ENOMEM, NULL);
 		return;
 	}
 	kudu_request_init(&p->req, c->cfg->apps[app], KUDU_REQ_JSON);
@@ -711,6 +748,12 @@ void cache_prefetch_details(struct cache *c, size_t app, const char *inst,
 int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
 		      struct cache_blob **out)
 {
+	return cache_get_part(c, app, inst, pid, CACHE_PART_DETAILS, out);
+}
+
+int cache_get_part(struct cache *c, size_t app, const char *inst, int pid, enum cache_part part,
+		   struct cache_blob **out)
+{
 	struct view_meta *v;
 	struct detail_entry *e;
 	struct kudu_request req;
@@ -719,7 +762,7 @@ int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
 	pthread_mutex_lock(&c->meta_lock);
 	for (;;) {
 		v = view_find_locked(c, app, inst, false);
-		e = v ? detail_lookup(v, pid, true) : NULL;
+		e = v ? detail_lookup(v, pid, part, true) : NULL;
 		if (!e) {
 			pthread_mutex_unlock(&c->meta_lock);
 			return v ? -ENOMEM : (inst_is_app_view(inst) ? -ENOMEM : -ENOENT);
@@ -745,10 +788,33 @@ int cache_get_details(struct cache *c, size_t app, const char *inst, int pid,
 	view_pin_locked(v, req.instance, sizeof(req.instance));
 	pthread_mutex_unlock(&c->meta_lock);
 
-	kudu_url_details(c->cfg->apps[app], pid, req.url, sizeof(req.url));
+	if (part == CACHE_PART_DETAILS)
+		kudu_url_details(c->cfg->apps[app], pid, req.url, sizeof(req.url));
+	else
+		kudu_url_proc_part(c->cfg->apps[app], pid, part_names[part], req.url,
+				   sizeof(req.url));
 	kudu_client_fetch(c->client, &req);
-	rc = detail_result(c, app, inst, pid, &req, out);
+	rc = detail_result(c, app, inst, pid, part, &req, out);
 	kudu_request_reset(&req);
+	return rc;
+}
+
+int cache_peek_part(struct cache *c, size_t app, const char *inst, int pid, enum cache_part part,
+		    size_t *size)
+{
+	struct view_meta *v;
+	struct detail_entry *e = NULL;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&c->meta_lock);
+	v = view_find_locked(c, app, inst, false);
+	if (v)
+		e = detail_lookup(v, pid, part, false);
+	if (e && e->blob && detail_fresh(c, e, kudu_now())) {
+		*size = e->blob->len;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&c->meta_lock);
 	return rc;
 }
 
@@ -761,7 +827,7 @@ bool cache_proc_gone(struct cache *c, size_t app, const char *inst, int pid)
 	pthread_mutex_lock(&c->meta_lock);
 	v = view_find_locked(c, app, inst, false);
 	if (v)
-		e = detail_lookup(v, pid, false);
+		e = detail_lookup(v, pid, CACHE_PART_DETAILS, false);
 	if (e && !e->inflight && e->err == -ENOENT && detail_fresh(c, e, kudu_now()))
 		gone = true;
 	pthread_mutex_unlock(&c->meta_lock);

@@ -24,10 +24,16 @@ char *cache_status_json(struct cache *c)
 	char *out;
 
 	for (size_t i = 0; i < c->cfg->napps; i++)
-		json_array_append_new(apps,
-				      json_pack("{s:s, s:s, s:s}", "name", c->cfg->apps[i]->name,
-						"url", c->cfg->apps[i]->url, "credentials",
-						c->cfg->apps[i]->cred_desc));
+		json_array_append_new(
+			apps,
+			json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", c->cfg->apps[i]->name, "url",
+				  c->cfg->apps[i]->url, "credentials", c->cfg->apps[i]->cred_desc,
+				  /* "auto" while nothing has said which */
+				  "platform",
+				  kudu_platform_name(kudu_app_platform(c->cfg->apps[i])),
+				  "platform_source",
+				  c->cfg->apps[i]->platform != KUDU_PLATFORM_AUTO ? "config"
+										  : "detected"));
 	pthread_mutex_lock(&c->cap_lock);
 	for (struct capture *cap = c->captures; cap; cap = cap->next) {
 		struct capture_info info;
@@ -41,12 +47,11 @@ char *cache_status_json(struct cache *c)
 			caps,
 			json_pack("{s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:f, s:s, s:s, s:s, s:s}",
 				  "app", c->cfg->apps[cap->app]->name, "instance", info.instance,
-				  "pid", cap->pid, "type",
-				  cap->type == KUDU_DUMP_FULL ? "full" : "mini", "state",
-				  cache_state_name(info.state), "bytes", (json_int_t)info.bytes,
-				  "length", (json_int_t)info.length, "rate_bytes_per_sec",
-				  info.rate, "started_at", started, "url", info.url, "error",
-				  info.error, "filename", info.filename));
+				  "pid", cap->pid, "type", kudu_dump_kind_of(cap->type)->name,
+				  "state", cache_state_name(info.state), "bytes",
+				  (json_int_t)info.bytes, "length", (json_int_t)info.length,
+				  "rate_bytes_per_sec", info.rate, "started_at", started, "url",
+				  info.url, "error", info.error, "filename", info.filename));
 	}
 	json_object_set_new(root, "version", json_string(KUDUFS_VERSION));
 	json_object_set_new(root, "apps", apps);

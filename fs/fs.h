@@ -39,7 +39,7 @@ enum fs_node_kind {
 	FS_PROCESSES, /* <app>/processes.json */
 	FS_ROLE_LINK, /* <app>/site, <app>/scm */
 	FS_PROC_DIR,
-	FS_DETAILS,
+	FS_DETAILS, /* details.json, threads.json, modules.json (part) */
 	FS_DUMP,
 };
 
@@ -51,6 +51,7 @@ struct fs_node {
 	int pid;
 	enum kudu_role role;
 	enum kudu_dump_type dump;
+	enum cache_part part; /* FS_DETAILS: which of the process's JSON documents */
 };
 
 extern const struct fuse_operations fs_operations;

@@ -292,11 +292,17 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 			struct kudu_proc_list l;
 
 			rc = kudu_model_parse_list(body, len, &l, err, sizeof(err));
+			if (rc == 0) /* the pre-mount check's finding serves the mount too */
+				kudu_app_note_platform(app, l.platform, "its process list's items");
 			if (rc < 0) {
 				fprintf(out, "%s: %s (%s)\n", app->name, err, url);
 				failed++;
 			} else if (!quiet_ok) {
-				fprintf(out, "%s: OK %s%zu processes", app->name, insts, l.nprocs);
+				/* a Windows app's line stays as it always was */
+				fprintf(out, "%s: OK %s%s%zu processes", app->name,
+					kudu_app_platform(app) == KUDU_PLATFORM_LINUX ? "linux, "
+										      : "",
+					insts, l.nprocs);
 				if (insts[0] && req.served_by[0])
 					fprintf(out, " on %.6s...", req.served_by);
 				if (l.skipped || l.duplicates)
@@ -309,9 +315,23 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 			kudu_model_list_free(&l);
 			free(body);
 			kudu_request_reset(&req);
-		} else {
+		} else if (rc == -EOPNOTSUPP && quiet_ok) {
+			/* KuduLite without dotnet-monitor: Kudu and the credentials
+			 * work, the app's directory says why it is empty (EOPNOTSUPP,
+			 * user.kudufs.error), and turning dotnet-monitor on needs no
+			 * remount: a warning, not a reason to refuse the mount */
 			kudu_request_reset(&req);
-			fprintf(out, "%s: %s\n", app->name, err);
+			fprintf(out, "kudufs: %s: warning: %s\n", app->name, err);
+		} else {
+			char why[KUDU_ERRLEN];
+
+			kudu_request_reset(&req);
+			/* Linux Consumption: only deployment routes, every other path 404 */
+			if (rc == -ENOENT &&
+			    kudu_client_probe_no_process_api(client, app, why, sizeof(why)))
+				fprintf(out, "%s: %s (404 on %s)\n", app->name, why, url);
+			else
+				fprintf(out, "%s: %s\n", app->name, err);
 			failed++;
 		}
 	}

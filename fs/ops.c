@@ -4,6 +4,8 @@
  *   /.kudufs/status.json
  *   /<app>/processes.json, /<app>/site, /<app>/scm
  *   /<app>/<name>-<pid>/{details.json,minidump.dmp,fulldump.dmp}
+ *       Windows apps also threads.json, modules.json; Linux apps (KuduLite)
+ *       withheap.dmp, triage.dmp instead
  *   /<app>/instances/<id>/...   the same view of one instance
  *
  * JSON files are opened with direct_io and served from a snapshot taken at
@@ -109,6 +111,19 @@ static int check_proc_dir(struct kudufs *k, size_t app, const char *inst, const 
 	return rc;
 }
 
+/* Is this file of a process directory there on the app's platform (the
+ * platform is known once its list came: the list says it)? Linux: four
+ * dumps, no threads or modules; Windows (and not yet known): two dumps,
+ * threads and modules. */
+static bool fs_node_exists_on(enum kudu_platform p, const struct fs_node *n)
+{
+	if (n->kind == FS_DUMP)
+		return kudu_dump_available(p, n->dump);
+	if (n->kind == FS_DETAILS && n->part != CACHE_PART_DETAILS)
+		return kudu_platform_has_threads(p);
+	return true;
+}
+
 int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct fs_node *node,
 			const char **dir, size_t *dirlen)
 {
@@ -176,16 +191,24 @@ int fs_path_parse_names(const struct kudu_config *cfg, const char *path, struct 
 		node->role = SEG_IS(b, "scm") ? KUDU_ROLE_SCM : KUDU_ROLE_SITE;
 		return 0;
 	}
-	if (n == b + 1)
+	if (n == b + 1) {
 		node->kind = FS_PROC_DIR;
-	else if (n == b + 2 && SEG_IS(b + 1, "details.json"))
-		node->kind = FS_DETAILS;
-	else if (n == b + 2 && SEG_IS(b + 1, "minidump.dmp"))
-		node->kind = FS_DUMP, node->dump = KUDU_DUMP_MINI;
-	else if (n == b + 2 && SEG_IS(b + 1, "fulldump.dmp"))
-		node->kind = FS_DUMP, node->dump = KUDU_DUMP_FULL;
-	else
+	} else if (n == b + 2 && SEG_IS(b + 1, "details.json")) {
+		node->kind = FS_DETAILS, node->part = CACHE_PART_DETAILS;
+	} else if (n == b + 2 && SEG_IS(b + 1, "threads.json")) {
+		node->kind = FS_DETAILS, node->part = CACHE_PART_THREADS;
+	} else if (n == b + 2 && SEG_IS(b + 1, "modules.json")) {
+		node->kind = FS_DETAILS, node->part = CACHE_PART_MODULES;
+	} else if (n == b + 2) {
+		/* which dumps the app's platform has is fs_parse_path's to ask */
+		for (size_t i = 0; i < kudu_dump_nkinds && node->kind != FS_DUMP; i++)
+			if (SEG_IS(b + 1, kudu_dump_kinds[i].file))
+				node->kind = FS_DUMP, node->dump = kudu_dump_kinds[i].type;
+		if (node->kind != FS_DUMP)
+			return -ENOENT;
+	} else {
 		return -ENOENT;
+	}
 	*dir = seg[b];
 	*dirlen = len[b];
 	return 0;
@@ -202,7 +225,10 @@ int fs_parse_path(struct kudufs *k, const char *path, struct fs_node *node)
 		rc = check_instance(k, node->app, node->inst);
 	if (rc < 0 || !dir)
 		return rc;
-	return check_proc_dir(k, node->app, node->inst, dir, dirlen, &node->pid);
+	rc = check_proc_dir(k, node->app, node->inst, dir, dirlen, &node->pid);
+	if (rc == 0 && !fs_node_exists_on(kudu_app_platform(k->cfg->apps[node->app]), node))
+		rc = -ENOENT;
+	return rc;
 }
 
 static void fill_stat(const struct kudufs *k, struct stat *st, mode_t mode, off_t size)
@@ -264,6 +290,16 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	}
 	case FS_DETAILS: {
 		struct cache_blob *b;
+		size_t size = 0;
+
+		if (n.part != CACHE_PART_DETAILS) {
+			/* threads, modules: Kudu walks the process to answer, so a
+			 * stat (ls -l) fetches nothing; 0 until read (direct_io) */
+			if (cache_peek_part(k->cache, n.app, n.inst, n.pid, n.part, &size) < 0)
+				size = 0;
+			fill_stat(k, st, S_IFREG | 0444, (off_t)size);
+			return 0;
+		}
 		rc = cache_get_details(k->cache, n.app, n.inst, n.pid, &b);
 		if (rc < 0)
 			return rc;
@@ -399,11 +435,20 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 		cache_instances_put(l);
 		return 0;
 	}
-	case FS_PROC_DIR:
+	case FS_PROC_DIR: {
+		enum kudu_platform p = kudu_app_platform(k->cfg->apps[n.app]);
+
+		/* names only: nothing here is fetched by a listing */
 		dir_add(&e, "details.json", NULL);
-		dir_add(&e, "fulldump.dmp", NULL);
-		dir_add(&e, "minidump.dmp", NULL);
+		for (size_t i = 0; i < kudu_dump_nkinds; i++)
+			if (kudu_dump_available(p, kudu_dump_kinds[i].type))
+				dir_add(&e, kudu_dump_kinds[i].file, NULL);
+		if (kudu_platform_has_threads(p)) {
+			dir_add(&e, "modules.json", NULL);
+			dir_add(&e, "threads.json", NULL);
+		}
 		return 0;
+	}
 	default:
 		return -ENOTDIR;
 	}
@@ -500,7 +545,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		}
 		break;
 	case FS_DETAILS:
-		rc = cache_get_details(k->cache, n.app, n.inst, n.pid, &h->blob);
+		rc = cache_get_part(k->cache, n.app, n.inst, n.pid, n.part, &h->blob);
 		if (rc == 0) {
 			h->data = h->blob->data;
 			h->len = h->blob->len;
@@ -654,6 +699,9 @@ static int op_unlink(const char *path)
 static const char *const xattr_names[] = { "state", "bytes", "url", "error", "filename" };
 /* A process directory's: site, scm or empty, as the <app>/site and <app>/scm links say. */
 #define XATTR_ROLE XATTR_PREFIX "role"
+/* An app directory's (either view), while its list fails: why (with the
+ * dotnet-monitor hint on a Linux app without it). */
+#define XATTR_LIST_ERROR XATTR_PREFIX "error"
 /* A process directory's and dump file's, in both views: the instance id it belongs to. */
 #define XATTR_INSTANCE XATTR_PREFIX "instance"
 
@@ -713,6 +761,12 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
 		fs_node_instance(k, &n, inst, sizeof(inst));
 		return inst[0] ? xattr_reply(inst, value, size) : -ENODATA;
 	}
+	if (n.kind == FS_APP && !strcmp(name, XATTR_LIST_ERROR)) {
+		char err[KUDU_ERRLEN];
+
+		cache_list_error(k->cache, n.app, n.inst, err, sizeof(err));
+		return err[0] ? xattr_reply(err, value, size) : -ENODATA;
+	}
 	if (n.kind == FS_PROC_DIR && !strcmp(name, XATTR_ROLE)) {
 		enum kudu_role role;
 
@@ -751,6 +805,20 @@ static int op_listxattr(const char *path, char *list, size_t size)
 
 	if (rc < 0)
 		return rc;
+	if (n.kind == FS_APP) {
+		char err[KUDU_ERRLEN];
+
+		cache_list_error(k->cache, n.app, n.inst, err, sizeof(err));
+		if (!err[0])
+			return 0;
+		need = strlen(XATTR_LIST_ERROR) + 1;
+		if (size == 0)
+			return (int)need;
+		if (size < need)
+			return -ERANGE;
+		memcpy(list, XATTR_LIST_ERROR, need);
+		return (int)need;
+	}
 	if (n.kind != FS_PROC_DIR && n.kind != FS_DUMP)
 		return 0;
 	fs_node_instance(k, &n, inst, sizeof(inst));

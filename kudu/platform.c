@@ -93,7 +93,7 @@ void kudu_app_note_platform(struct kudu_app *app, enum kudu_platform seen, const
 	if (!atomic_compare_exchange_strong(&app->platform_seen, &none, (int)seen))
 		return;
 	if (app->platform == KUDU_PLATFORM_AUTO)
-		kudu_log(LOG_INFO, "%s: %s app (%s)", app->name,
+		kudu_log(LOG_DEBUG, "%s: %s app (%s)", app->name,
 			 seen == KUDU_PLATFORM_LINUX ? "Linux (KuduLite)" : "Windows", why);
 	else if (app->platform != seen)
 		kudu_log(LOG_WARNING,

@@ -106,8 +106,9 @@ def test_find_stat_readlink_jq(two_apps):
                                                 ("details.json", "minidump.dmp", "fulldump.dmp")}
     assert expect <= found, sorted(expect - found)
     assert len([p for p in found if p.startswith(root + "/big/") and p.endswith("/details.json")]) == 200
-    # find does not follow the symlinks, and nothing else is in the tree
-    assert len([p for p in found if p.startswith(root + "/big/")]) == 3 + 200 * 4
+    # find does not follow the symlinks, and nothing else is in the tree (a Windows
+    # process directory: details, two dumps, threads, modules)
+    assert len([p for p in found if p.startswith(root + "/big/")]) == 3 + 200 * 6
 
     # stat: modes, sizes, block size
     site = root + "/demo/w3wp-4292"
@@ -205,7 +206,8 @@ def test_server_names_are_sanitized(make_emulator, mount):
     # every one is a working directory whose details.json keeps the server's name
     for p in WEIRD:
         d = os.path.join(app, by_pid[p["pid"]])
-        assert sorted(os.listdir(d)) == ["details.json", "fulldump.dmp", "minidump.dmp"]
+        assert sorted(os.listdir(d)) == ["details.json", "fulldump.dmp", "minidump.dmp",
+                                         "modules.json", "threads.json"]
         r = run(["jq", "-r", ".name", os.path.join(d, "details.json")])
         assert r.returncode == 0, r.stderr
         assert r.stdout == p["name"] + "\n"

@@ -61,8 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			    memchr(dir, '/', dirlen))
 				abort();
 		}
-		if (node.kind == FS_DUMP && node.dump != KUDU_DUMP_MINI &&
-		    node.dump != KUDU_DUMP_FULL)
+		if (node.kind == FS_DUMP && !kudu_dump_kind_of(node.dump))
 			abort();
 	}
 	free(path);
