@@ -211,16 +211,25 @@ def test_threads_and_modules_fetched_only_when_read(make_emulator, mount):
 
 
 def test_kudufs_to_blob_types(make_emulator, mount):
-    """kudufs-to-blob --type withheap|triage: accepted, and a Windows app gets a FAIL line
-    (no blob account needed for that: it fails while selecting its targets)."""
+    """kudufs-to-blob --type withheap|triage: planned for a Linux app (its withheap.dmp),
+    a FAIL line for a Windows app; --dry-run reads no dump and needs no storage account."""
     emu = make_emulator(linux_spec())
-    m = mount({"demo": emu.url("demo")})
-    tool = os.path.join(os.path.dirname(__file__), "..", "scripts", "kudufs-to-blob")
-    r = subprocess.run([tool, "--mount", m.path, "--type", "withheap", "--app", "demo",
-                        "--connection-string", "UseDevelopmentStorage=true",
-                        "--container", "dumps"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0, r.stdout + r.stderr
-    assert "FAIL demo withheap: withheap.dmp is a Linux app's dump" in r.stdout + r.stderr, \
-        r.stdout + r.stderr
-    assert counters(emu)["dump"] == 0
+    m = mount({"demo": emu.url("demo"), "lin": emu.url("lin")})
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "kudufs-to-blob")
+    env = dict(os.environ)
+    env.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+
+    def to_blob(*args):
+        return subprocess.run([tool, "--mount", m.path, "--dry-run", "--container", "dumps"] +
+                              list(args), capture_output=True, text=True, timeout=120, env=env)
+    r = to_blob("--type", "withheap", "--app", "demo")
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert "FAIL demo withheap: withheap.dmp is a Linux app's dump" in r.stdout, r.stdout + r.stderr
+    for t in ("withheap", "triage"):
+        r = to_blob("--type", t, "--app", "lin", "--all")
+        assert r.returncode == 0 and "FAIL" not in r.stdout, r.stdout + r.stderr
+        assert "dotnet-85" in r.stdout + r.stderr and ".%s.dmp" % t in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+    r = to_blob("--type", "core", "--app", "lin")
+    assert r.returncode == 2 and "invalid choice" in r.stderr, r.stderr
+    assert counters(emu)["dump"] == 0 and counters(emu, "lin")["dump"] == 0

@@ -117,7 +117,7 @@ _kudufs_to_blob()
         --config) _filedir; return ;;
         --app) _kudufs_complete_apps; return ;;
         -o) _kudufs_complete_okeys; return ;;
-        --type) COMPREPLY=($(compgen -W 'mini full' -- "$cur")); return ;;
+        --type) COMPREPLY=($(compgen -W 'mini full withheap triage' -- "$cur")); return ;;
         --uploader) COMPREPLY=($(compgen -W 'azcopy az sdk' -- "$cur")); return ;;
         --instances) COMPREPLY=($(compgen -W 'all' -- "$cur")); return ;;
         --alert) _filedir json; [[ - == "$cur"* ]] && COMPREPLY+=(-); return ;;
