@@ -293,7 +293,7 @@ def test_completion_of_the_scripts_follows_help(installed, script):
 
 
 def test_completion_to_blob_values(installed):
-    assert complete(installed, "kudufs-to-blob --type ") == ["mini", "full"]
+    assert complete(installed, "kudufs-to-blob --type ") == ["mini", "full", "withheap", "triage"]
     assert complete(installed, "kudufs-to-blob --type=f") == ["full"]
 
 
