@@ -1177,6 +1177,10 @@ static void *transfer_main(void *arg)
 		}
 		now = kudu_now();
 		check_timeouts(c, now);
+		/* finish() may have put a request back in waiting, due now (a
+		 * pinned dump after its instance check): start it before the
+		 * poll, or it would wait out the poll's 200 ms first */
+		start_waiting(c, now, &next_due);
 		if (next_due > 0) {
 			int due = (int)((next_due - now) * 1000) + 1;
 			if (due < timeout_ms)
