@@ -1316,6 +1316,7 @@ static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
+	/* cppcheck-suppress autoVariables ; cleared below, after the request completed */
 	req->priv_sync = &w;
 	kudu_client_submit(c, req);
 	pthread_mutex_lock(&w.lock);
