@@ -207,8 +207,9 @@ bool cache_proc_gone(struct cache *c, size_t app, const char *inst, int pid);
 /* Target of the site/scm symlink: a dirname, or -ENOENT. */
 int cache_find_role(struct cache *c, size_t app, const char *inst, enum kudu_role role,
 		    char *dirname, size_t len);
-/* The role a listed process holds: the one whose link names it, else
- * KUDU_ROLE_NONE. Both come from one function, so they always agree. */
+/* The role a listed process holds (kudu_model_role_of on its own details):
+ * every site process of a web garden is SITE; the site link names the first.
+ * The rule itself lives only in kudu/model.c. */
 int cache_proc_role(struct cache *c, size_t app, const char *inst, int pid, enum kudu_role *role);
 /* The instance a view's processes belong to: inst itself, or for the
  * app-level view the one its current list came from ("" while unknown). */

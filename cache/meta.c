@@ -885,10 +885,14 @@ int cache_find_role(struct cache *c, size_t app, const char *inst, enum kudu_rol
 	return rc;
 }
 
+/* A process's own role: every non-SCM process of the role-holding name is a
+ * site process (a web garden has several; the `site` link names the first
+ * of them), the one with is_scm_site is Kudu's. Only candidates need their
+ * details; a details error is that error, never a wrong "". */
 int cache_proc_role(struct cache *c, size_t app, const char *inst, int pid, enum kudu_role *role)
 {
-	static const enum kudu_role roles[] = { KUDU_ROLE_SITE, KUDU_ROLE_SCM };
 	struct cache_list *l;
+	struct cache_blob *b = NULL;
 	ssize_t self;
 	int rc = cache_get_list(c, app, inst, &l);
 
@@ -900,18 +904,11 @@ int cache_proc_role(struct cache *c, size_t app, const char *inst, int pid, enum
 		rc = -ENOENT;
 	} else if (kudu_model_role_of(l->role_holders, l->procs[self].name, false) !=
 		   KUDU_ROLE_NONE) {
-		/* the links' own search, so the two can never disagree */
-		for (size_t r = 0; r < 2 && *role == KUDU_ROLE_NONE; r++) {
-			size_t i;
-			int e = role_find(c, app, inst, l, roles[r], &i);
-
-			if (e == 0 && i == (size_t)self)
-				*role = roles[r];
-			else if (e < 0 && e != -ENOENT)
-				rc = e;
+		rc = cache_get_details(c, app, inst, pid, &b);
+		if (rc == 0) { /* 0 or -errno; only 0 sets b */
+			*role = kudu_model_role_of(l->role_holders, l->procs[self].name, b->is_scm);
+			cache_blob_put(b);
 		}
-		if (*role != KUDU_ROLE_NONE)
-			rc = 0;
 	}
 	cache_list_put(l);
 	return rc;

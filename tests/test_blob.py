@@ -65,16 +65,15 @@ def plain(line):
     return re.sub(r" -> .*", "", re.sub(r"^(\S+ [^/ ]+)/[0-9a-z_]{6}/", r"\1/", line))
 
 
-# Two apps, each with the SCM site's w3wp and one site w3wp that kudufs marks as the
-# site's (role "site"), beta also a second w3wp (a web garden: taken with --name w3wp),
-# alpha a php-cgi that no default touches. Odd dump sizes.
-SITE_DUMPS = {("alpha", 4292): 3 * MiB + 17, ("beta", 7300): 2 * MiB + 5}
-W3WP_DUMPS = {**SITE_DUMPS, ("beta", 7301): 5 * MiB - 3}
+# Two apps, each with the SCM site's w3wp and a site w3wp that kudufs marks as the
+# site's (role "site"), beta also a second one (a web garden: both are "site" processes,
+# the site link names the first), alpha a php-cgi that no default touches. Odd dump sizes.
+SITE_DUMPS = {("alpha", 4292): 3 * MiB + 17, ("beta", 7300): 2 * MiB + 5, ("beta", 7301): 5 * MiB - 3}
 
 
 def two_app_spec():
     def w3wp(app, pid):
-        return {"name": "w3wp", "pid": pid, "mini_size": W3WP_DUMPS[(app, pid)]}
+        return {"name": "w3wp", "pid": pid, "mini_size": SITE_DUMPS[(app, pid)]}
     return {"sites": {
         "alpha": {"processes": [{"name": "w3wp", "pid": 4100, "scm": True}, w3wp("alpha", 4292),
                                 {"name": "php-cgi", "pid": 6240}]},
@@ -291,7 +290,7 @@ def test_private_mount_uploads_site_dumps_then_never_overwrites(make_emulator, a
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert emu.password not in r.stdout + r.stderr
     first = check_uploads(azurite, emu, "dumpfiles", r.stdout, SITE_DUMPS, t0, t1)
-    assert summary(r.stderr) == (2, 2, 0, sum(SITE_DUMPS.values()))
+    assert summary(r.stderr) == (3, 3, 0, sum(SITE_DUMPS.values()))
     assert dumps_taken(emu) == {(a, p, 1): 1 for (a, p) in SITE_DUMPS}
 
     # Second run. Blobs named as alpha's dump would be in each second of the next
@@ -324,11 +323,12 @@ def test_private_mount_uploads_site_dumps_then_never_overwrites(make_emulator, a
     for n in squat:
         assert azurite.get_blob("dumpfiles", n) == b"older blob"
     assert set(after) == set(before2) | {x for n in second.values() for x in (n, n[:-4] + ".details.json")}
-    assert len(before) == 4
-    assert summary(r.stderr)[:3] == (2, 1, 1)
+    assert len(before) == 2 * len(SITE_DUMPS)
+    assert summary(r.stderr)[:3] == (3, 2, 1)
     # alpha's process was not dumped again for a blob that could not be written
     assert dumps_taken(emu)[("alpha", 4292, 1)] == 1
     assert dumps_taken(emu)[("beta", 7300, 1)] == 2
+    assert dumps_taken(emu)[("beta", 7301, 1)] == 2
 
 
 def test_existing_mount_container_sas_url(make_emulator, mount, azurite, blob_env):
@@ -379,7 +379,7 @@ def test_one_dump_fails_others_upload_no_partial_blob(make_emulator, azurite, bl
     fails = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL ")]
     assert len(fails) == 1 and re.match(r"FAIL beta/(\w{6}/)?w3wp-7301 mini: reading the dump: ", fails[0]), r.stdout
     assert "Input/output error" in fails[0], fails[0]
-    expect = {k: v for k, v in W3WP_DUMPS.items() if k != ("beta", 7301)}
+    expect = {k: v for k, v in SITE_DUMPS.items() if k != ("beta", 7301)}
     check_uploads(azurite, emu, "faults", r.stdout, expect, t0, t1)
     left = azurite.list_blobs("faults", uncommitted=True)
     assert not [n for n in left if "7301" in n], sorted(left)
@@ -493,7 +493,8 @@ def test_alert_file_selects_the_target_apps(make_emulator, mount, blob_env, tmp_
         return r, sorted(plain(ln) for ln in r.stdout.splitlines())
 
     r, lines = dry(os.path.join(FIXTURES, "alert-fired.json"))
-    assert r.returncode == 0 and lines == ["DRY alpha/w3wp-4292 mini", "DRY beta/w3wp-7300 mini"], r.stdout
+    assert r.returncode == 0 and lines == ["DRY alpha/w3wp-4292 mini", "DRY beta/w3wp-7300 mini",
+                                          "DRY beta/w3wp-7301 mini"], r.stdout
     assert "alert 'high-memory-alpha-beta' (Fired): apps alpha beta" in r.stderr
     r, lines = dry(os.path.join(FIXTURES, "alert-slot.json"))
     assert r.returncode == 0 and lines == ["DRY shop-staging/w3wp-4292 mini"], r.stdout
@@ -506,7 +507,7 @@ def test_alert_file_selects_the_target_apps(make_emulator, mount, blob_env, tmp_
         "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Web/sites/Beta"]
     r, lines = dry("-", stdin=json.dumps(other))
     assert r.returncode == 1, r.stdout
-    assert lines == ["DRY beta/w3wp-7300 mini",
+    assert lines == ["DRY beta/w3wp-7300 mini", "DRY beta/w3wp-7301 mini",
                      "FAIL gamma mini: no such app in the mount (configure an [app gamma] section)"], lines
     assert dumps_taken(emu) == {}
 

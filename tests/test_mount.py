@@ -400,8 +400,9 @@ def role_of(path):
 
 
 def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
-    """user.kudufs.role on each process directory: site, scm or empty, decided by the same
-    search as the <app>/site and <app>/scm links (w3wp, else dotnet; is_scm_site)."""
+    """user.kudufs.role on each process directory: site, scm or empty, by the rule the
+    <app>/site and <app>/scm links use (w3wp, else dotnet; is_scm_site); the site link
+    names the first site process of a web garden, the xattr marks them all."""
     emu = make_emulator({"sites": {
         "demo": {},
         # no w3wp (Linux, Functions): dotnet holds the roles
@@ -413,7 +414,7 @@ def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
     for app, expect in (("demo", {"w3wp-4100": "scm", "w3wp-4292": "site", "dotnet-5012": "",
                                   "php-cgi-6240": ""}),
                         ("lin", {"node-30": "", "dotnet-31": "scm", "dotnet-32": "site",
-                                 "dotnet-33": ""}),  # a second site candidate: the link names the first
+                                 "dotnet-33": "site"}),  # a web garden: the link names the first
                         ("none", {"node-40": ""})):
         d = os.path.join(m.path, app)
         got = {e: role_of(os.path.join(d, e)) for e in os.listdir(d)
@@ -423,6 +424,8 @@ def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
             link = os.path.join(d, role)
             if role in expect.values():
                 assert got[os.readlink(link)] == role
+                assert os.readlink(link) == sorted((p for p in got if got[p] == role),
+                                                   key=lambda p: int(p.rsplit("-", 1)[1]))[0]
             else:
                 assert os_errno(os.readlink, link) == errno.ENOENT
         assert ROLE in os.listxattr(os.path.join(d, sorted(expect)[0]))
