@@ -412,9 +412,11 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 			dir_add(&e, "scm", NULL);
 			dir_add(&e, "site", NULL);
 		}
-		/* instances/ is reachable by name but not listed: an app's
-		 * listing stays exactly its processes, so globs over the app's
-		 * directories, find, du and scripts written before see no change */
+		/* Listed so that `ls` finds it, in the app-level view only (an
+		 * instance's view has no instances/ of its own). Listing it asks
+		 * nothing: discovery runs when instances/ itself is listed. */
+		if (!n.inst[0])
+			dir_add(&e, "instances", &dir_st);
 		cache_list_put(l);
 		return 0;
 	}

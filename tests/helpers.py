@@ -31,6 +31,8 @@ kudufs
   xattr(path, name)                user.kudufs.NAME as text, "<ENOENT>"-style on error
   wait_state(path, want, timeout)  until user.kudufs.state == want (False; raises on "failed"
                                    when want is not "failed")
+  process_dirs(view)               the names MOUNT/<app>/ (or instances/<id>/) lists but
+                                   VIEW_FILES (processes.json, site, scm, instances)
 The emulator (tests/emu.py's Emulator)
   emu_get(emu, site, path)         GET an app's API path with the emulator's Basic credentials: bytes
   emu_json(emu, site, path)        the same, parsed
@@ -339,6 +341,16 @@ def xattr(path, name):
         return os.getxattr(str(path), "user.kudufs." + name).decode()
     except OSError as e:
         return "<%s>" % errno.errorcode.get(e.errno, e.errno)
+
+
+# What an app view lists besides its process directories (fs/ops.c's op_readdir);
+# instances/ only in the app-level view MOUNT/<app>/, not in MOUNT/<app>/instances/<id>/.
+VIEW_FILES = ("processes.json", "site", "scm", "instances")
+
+
+def process_dirs(view):
+    """The process directories an app view lists (every entry but VIEW_FILES), as listed."""
+    return [n for n in os.listdir(str(view)) if n not in VIEW_FILES]
 
 
 def wait_state(path, want, timeout=15.0):

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from helpers import counters, emu_json, kudu_fetch, wait_emulator_idle
+from helpers import counters, emu_json, kudu_fetch, process_dirs, wait_emulator_idle
 
 
 def fetch(emu, *args, password=None, opts=(), site="demo", timeout=60):
@@ -148,11 +148,9 @@ def test_arr_affinity_cookie_is_kept_by_the_mount(emulator, mount):
     instance, so every request after the first must carry it back."""
     emulator.reset()
     m = mount({"demo": emulator.url("demo")}, opts=["list_ttl=0", "detail_ttl=0"])
-    names = os.listdir(os.path.join(m.path, "demo"))
-    for n in names:
-        if os.path.isdir(os.path.join(m.path, "demo", n)):
-            with open(os.path.join(m.path, "demo", n, "details.json")) as f:
-                json.load(f)
+    for n in process_dirs(os.path.join(m.path, "demo")) + ["site", "scm"]:
+        with open(os.path.join(m.path, "demo", n, "details.json")) as f:
+            json.load(f)
     os.listdir(os.path.join(m.path, "demo"))
     inst = emulator.current_spec()["sites"]["demo"]["instance"]
     got = _affinity(emulator)

@@ -8,12 +8,13 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import threading
 
 import pytest
 
-from helpers import read_rss_hwm, wait_for
+from helpers import process_dirs, read_rss_hwm, wait_for
 from test_captures import SANITIZED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,10 +91,15 @@ def test_every_instance_is_a_complete_view(make_emulator, mount):
     ids = live(emu)
     m = mount({"demo": emu.url("demo")})
     top = sorted(os.listdir(os.path.join(m.path, "demo")))
-    # the app's own listing is unchanged: instances/ is reachable, not listed
-    assert "instances" not in top and "site" in top and "processes.json" in top, top
-    assert os.path.isdir(os.path.join(m.path, "demo", "instances"))
+    # `ls MOUNT/<app>` shows instances/, a directory like the process directories
+    assert "instances" in top and "site" in top and "processes.json" in top, top
+    st = os.lstat(os.path.join(m.path, "demo", "instances"))
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555, oct(st.st_mode)
+    assert st.st_mode == os.lstat(os.path.join(m.path, "demo", "w3wp-4292")).st_mode
+    # listing the app (and stat of instances/) asks nothing about instances; listing it does
+    assert emu.stats()["sites"]["demo"]["instance_all"] == 0, emu.stats()["sites"]["demo"]
     assert sorted(os.listdir(os.path.join(m.path, "demo", "instances"))) == sorted(ids)
+    assert emu.stats()["sites"]["demo"]["instance_all"] >= 1, emu.stats()["sites"]["demo"]
     for iid in ids:
         d = inst_dir(m, iid)
         names = os.listdir(d)
@@ -122,6 +128,24 @@ def test_every_instance_is_a_complete_view(make_emulator, mount):
     assert label in ids
     assert read_json(os.path.join(app_view, "details.json"))["machineName"] == \
         emu.instances("demo")["machines"][label]
+
+
+def test_a_single_instance_app_lists_its_one_instance(make_emulator, mount):
+    """Without --instances the emulator's app has one implicit instance, as most apps do:
+    `ls MOUNT/<app>` shows instances/ too, and it holds that one instance, the one the
+    app-level view shows."""
+    emu = make_emulator()
+    (only,) = live(emu)
+    m = mount({"demo": emu.url("demo")})
+    app = os.path.join(m.path, "demo")
+    assert "instances" in os.listdir(app)
+    assert os.listdir(os.path.join(app, "instances")) == [only]
+    assert xattr(os.path.join(app, "w3wp-4292")) == only
+    view = inst_dir(m, only)
+    assert "instances" not in os.listdir(view)
+    assert not os.path.exists(os.path.join(view, "instances"))
+    assert sorted(process_dirs(view)) == sorted(process_dirs(app))
+    assert xattr(os.path.join(view, "w3wp-4292")) == only
 
 
 def test_ls_instances_fetches_their_lists_in_parallel(make_emulator, mount):

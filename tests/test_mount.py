@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import SH, counters, emu_get, emu_json, run, sh, wait_for, xattr
+from helpers import SH, counters, emu_get, emu_json, process_dirs, run, sh, wait_for, xattr
 
 
 def os_errno(fn, *a):
@@ -60,13 +60,17 @@ def test_ls_l_costs_one_list_request_and_prefetches_details_in_parallel(two_apps
     lines = r.stdout.splitlines()
     assert lines[0].startswith("total ")
     dirs = [ln for ln in lines[1:] if ln.startswith("d")]
-    assert len(dirs) == 200, r.stdout[:2000]
+    # 200 process directories and instances/, all alike
+    assert len(dirs) == 201, r.stdout[:2000]
     assert all(ln.startswith("dr-xr-xr-x") for ln in dirs)
+    assert re.search(r"^dr-xr-xr-x .* instances$", r.stdout, re.M), r.stdout[:3000]
     assert re.search(r"^-r--r--r-- .* processes\.json$", r.stdout, re.M)
     assert re.search(r"^lrwxrwxrwx .* site -> w3wp-4292$", r.stdout, re.M), r.stdout[:3000]
     assert re.search(r"^lrwxrwxrwx .* scm -> w3wp-4100$", r.stdout, re.M)
     s = counters(emu, "big")
     assert s["list"] == 1, s
+    # listing instances/ in the app asks nothing about instances; listing it would
+    assert s["instance_all"] == 0, s
     assert counters(emu, "demo")["list"] == 0, "ls of one app must not list the other"
 
     # a cached repeat within list_ttl: no list request at all
@@ -100,15 +104,22 @@ def test_find_stat_readlink_jq(two_apps):
     found = set(r.stdout.splitlines())
     expect = {root, root + "/.kudufs", root + "/.kudufs/status.json", root + "/demo", root + "/big",
               root + "/demo/processes.json", root + "/demo/site", root + "/demo/scm",
+              root + "/demo/instances", root + "/big/instances",
               root + "/big/processes.json", root + "/big/site", root + "/big/scm"}
     for d in ("w3wp-4100", "w3wp-4292", "dotnet-5012", "php-cgi-6240"):
         expect |= {"%s/demo/%s" % (root, d)} | {"%s/demo/%s/%s" % (root, d, f) for f in
                                                 ("details.json", "minidump.dmp", "fulldump.dmp")}
     assert expect <= found, sorted(expect - found)
-    assert len([p for p in found if p.startswith(root + "/big/") and p.endswith("/details.json")]) == 200
+    # find also walks instances/: the emulator's app has one instance, with the same processes
+    big_inst = root + "/big/instances/"
+    big_app = [p for p in found if p.startswith(root + "/big/") and not p.startswith(big_inst)]
+    (inst,) = os.listdir(big_inst)
+    assert len([p for p in big_app if p.endswith("/details.json")]) == 200
     # find does not follow the symlinks, and nothing else is in the tree (a Windows
     # process directory: details, two dumps, threads, modules)
-    assert len([p for p in found if p.startswith(root + "/big/")]) == 3 + 200 * 6
+    assert len(big_app) == 4 + 200 * 6, len(big_app)
+    in_inst = sorted(p[len(big_inst + inst):] for p in found if p.startswith(big_inst))
+    assert in_inst == sorted([""] + [p[len(root + "/big"):] for p in big_app if p != root + "/big/instances"])
 
     # stat: modes, sizes, block size
     site = root + "/demo/w3wp-4292"
@@ -188,7 +199,8 @@ def test_server_names_are_sanitized(make_emulator, mount):
     r = run(["ls", "-l", app])
     assert r.returncode == 0, r.stderr
     names = sorted(os.listdir(app))
-    dirs = [n for n in names if n not in ("processes.json", "site", "scm")]
+    assert {"processes.json", "site", "scm", "instances"} <= set(names), names
+    dirs = process_dirs(app)
     assert len(dirs) == len(WEIRD), names
     by_pid = {}
     for n in dirs:
@@ -226,13 +238,13 @@ def test_10000_processes_list_without_error(make_emulator, mount):
     r = sh("ls -l %s | wc -l" % app)
     took = time.monotonic() - t
     assert r.returncode == 0, r.stderr
-    # "total" line + processes.json + site + scm + 10000 dirs
-    assert int(r.stdout) == 1 + 3 + 10000, r.stdout
+    # "total" line + processes.json + site + scm + instances + 10000 dirs
+    assert int(r.stdout) == 1 + 4 + 10000, r.stdout
     assert counters(emu, "huge")["list"] == 1
     r = run(["jq", "length", os.path.join(app, "processes.json")])
     assert r.returncode == 0 and r.stdout.strip() == "10000"
     r = sh("find %s -maxdepth 1 -type d | wc -l" % app)
-    assert int(r.stdout) == 10001
+    assert int(r.stdout) == 1 + 1 + 10000  # the app, instances, the processes
     assert took < 60, took
     # the last ones are as good as the first
     r = run(["jq", "-r", ".id", os.path.join(app, "node-19999", "details.json")])
@@ -277,8 +289,8 @@ def test_every_write_is_read_only_file_system(two_apps):
     assert os_errno(os.rename, details, details + ".bak") == errno.EROFS
     assert os_errno(os.setxattr, details, "user.x", b"1") == errno.EROFS
     assert read_file(details) == before
-    assert sorted(os.listdir(d)) == sorted(["dotnet-5012", "php-cgi-6240", "processes.json", "scm", "site",
-                                            "w3wp-4100", "w3wp-4292"])
+    assert sorted(os.listdir(d)) == sorted(["dotnet-5012", "instances", "php-cgi-6240", "processes.json", "scm",
+                                            "site", "w3wp-4100", "w3wp-4292"])
 
 
 # --------------------------------------------------------------------------- errors
@@ -376,7 +388,7 @@ def test_list_items_with_pid_or_identifier_instead_of_id(faulty):
                   content_type="application/json")
     r = run(["ls", os.path.join(m.path, "demo")])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["dotnet-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
+    assert r.stdout.split() == ["dotnet-77", "instances", "processes.json", "scm", "site", "w3wp-78"], r.stdout
 
 
 def test_repeated_pid_listed_once_first_item_kept(faulty):
@@ -388,7 +400,7 @@ def test_repeated_pid_listed_once_first_item_kept(faulty):
                   content_type="application/json")
     r = run(["ls", os.path.join(m.path, "demo")])
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["first-77", "processes.json", "scm", "site", "w3wp-78"], r.stdout
+    assert r.stdout.split() == ["first-77", "instances", "processes.json", "scm", "site", "w3wp-78"], r.stdout
     assert wait_for(lambda: "1 with a pid listed before" in m.log(), timeout=5), m.log()
 
 
@@ -417,8 +429,7 @@ def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
                                  "dotnet-33": "site"}),  # a web garden: the link names the first
                         ("none", {"node-40": ""})):
         d = os.path.join(m.path, app)
-        got = {e: role_of(os.path.join(d, e)) for e in os.listdir(d)
-               if os.path.isdir(os.path.join(d, e)) and not os.path.islink(os.path.join(d, e))}
+        got = {e: role_of(os.path.join(d, e)) for e in process_dirs(d)}
         assert got == expect, (app, got)
         for role in ("site", "scm"):
             link = os.path.join(d, role)
@@ -431,6 +442,7 @@ def test_role_xattr_agrees_with_the_site_and_scm_links(make_emulator, mount):
         assert ROLE in os.listxattr(os.path.join(d, sorted(expect)[0]))
     # only process directories have it
     assert os_errno(os.getxattr, os.path.join(m.path, "demo"), ROLE) == errno.ENODATA
+    assert os_errno(os.getxattr, os.path.join(m.path, "demo", "instances"), ROLE) == errno.ENODATA
     assert os_errno(os.getxattr, os.path.join(m.path, "demo", "w3wp-4292", "details.json"),
                     ROLE) == errno.ENODATA
 
