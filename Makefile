@@ -42,9 +42,9 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/unit/%: tests/unit/%.c $(LIB_OBJ)
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/check.h $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -89,7 +89,7 @@ lint: deps-lint
 
 # Rewrite the C sources in place to .clang-format's layout.
 format: deps-lint
-	clang-format -i $(sort $(wildcard kudu/*.[ch] cache/*.[ch] fs/*.[ch] tests/unit/*.c tests/tools/*.c tests/fuzz/*.c))
+	clang-format -i $(sort $(wildcard kudu/*.[ch] cache/*.[ch] fs/*.[ch] tests/unit/*.[ch] tests/tools/*.c tests/fuzz/*.c))
 
 demo: deps-demo
 	@$(MAKE) --no-print-directory $(BIN)

@@ -12,6 +12,7 @@
  */
 #include "cache/cache_priv.h"
 #include "kudu/kudu.h"
+#include "check.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,21 +24,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-static char tmpdir[256];
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
 
 /* ---- the fake submitter ---- */
 
@@ -629,18 +615,12 @@ static void test_readers_leave(void)
 
 int main(void)
 {
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-test-cache-XXXXXX");
-	if (!mkdtemp(tmpdir)) {
-		perror("mkdtemp");
+	if (check_begin("cache") < 0)
 		return 1;
-	}
 	test_queue();
 	test_reader_leaves_queue();
 	test_eviction();
 	test_401_retry();
 	test_readers_leave();
-	rmdir(tmpdir);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_end();
 }

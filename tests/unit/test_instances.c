@@ -5,6 +5,7 @@
  * Prints one line per failed check and "N passed, M failed".
  */
 #include "kudu/kudu.h"
+#include "check.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,36 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int passed, failed;
-static char tmpdir[256];
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
-
-static char *write_file(const char *name, const char *content, mode_t mode)
-{
-	static char path[4][512];
-	static int slot;
-	char *p = path[slot++ % 4];
-	FILE *f;
-
-	snprintf(p, 512, "%s/%s", tmpdir, name);
-	f = fopen(p, "w");
-	fputs(content, f);
-	fclose(f);
-	chmod(p, mode);
-	return p;
-}
 
 /* Load content; returns rc, err in err. cfg is left loaded for the caller. */
 static int load(struct kudu_config *cfg, const char *name, const char *content, char *err,
@@ -306,19 +277,12 @@ static void test_parse_all(void)
 
 int main(void)
 {
-	char cmd[300];
-
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-unit-inst-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (check_begin("inst") < 0)
 		return 2;
 	test_config_instances();
 	test_config_arm();
 	test_arm_token();
 	test_parse_arm();
 	test_parse_all();
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		printf("warning: could not remove %s\n", tmpdir);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_end();
 }

@@ -5,6 +5,7 @@
  */
 #include "cache/cache.h"
 #include "kudu/kudu.h"
+#include "check.h"
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
@@ -20,36 +21,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-static char tmpdir[256];
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
-
-static char *write_file(const char *name, const char *content, mode_t mode)
-{
-	static char path[4][512];
-	static int slot;
-	char *p = path[slot++ % 4];
-	FILE *f;
-
-	snprintf(p, 512, "%s/%s", tmpdir, name);
-	f = fopen(p, "w");
-	fputs(content, f);
-	fclose(f);
-	chmod(p, mode);
-	return p;
-}
 
 /* Interposes libcurl's curl_multi_add_handle (the kudu objects are linked
  * into this binary, so their calls land here) to make it fail on demand. */
@@ -662,10 +633,7 @@ static void test_credential_precedence(void)
 
 int main(void)
 {
-	char cmd[300];
-
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-unit-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (check_begin("kudu") < 0)
 		return 2;
 	test_errno_table();
 	test_urls();
@@ -682,9 +650,5 @@ int main(void)
 	test_client_add_failure();
 	test_client_content_type();
 	curl_global_cleanup();
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		printf("warning: could not remove %s\n", tmpdir);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_end();
 }

@@ -3,25 +3,12 @@
  * and the site/SCM rule. Prints "N passed, M failed"; exits non-zero on failure.
  */
 #include "kudu/model.h"
+#include "check.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
 
 /* a string literal and its length */
 #define B(s) (s), (sizeof(s) - 1)
@@ -230,6 +217,7 @@ static void test_pretty_json(void)
 
 int main(void)
 {
+	check_begin(NULL);
 	test_list_platform();
 	test_pretty_json();
 	test_list_shapes();
@@ -237,6 +225,5 @@ int main(void)
 	test_list_malformed();
 	test_details();
 	test_roles();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_end();
 }
