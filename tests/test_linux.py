@@ -15,7 +15,7 @@ import os
 import subprocess
 import threading
 
-from helpers import (counters, emu_get, run, run_kudufs, wait_for, write_config, xattr)
+from helpers import (counters, emu_get, process_dirs, run, run_kudufs, wait_for, write_config, xattr)
 
 MIB = 1 << 20
 LINUX_TYPES = (("minidump.dmp", "Mini"), ("fulldump.dmp", "Full"),
@@ -54,7 +54,7 @@ def test_linux_app_four_dumps_each_with_its_type(make_emulator, mount):
     m = mount({"demo": emu.url("demo"), "lin": emu.url("lin")})
     proc = os.path.join(m.path, "lin", "dotnet-85")
     assert sorted(os.listdir(os.path.join(m.path, "lin"))) == \
-        ["dotnet-142", "dotnet-85", "processes.json", "scm", "site"]
+        ["dotnet-142", "dotnet-85", "instances", "processes.json", "scm", "site"]
     # a Linux app: four dumps, no threads/modules (KuduLite answers 400 for them)
     assert sorted(os.listdir(proc)) == ["details.json", "fulldump.dmp", "minidump.dmp",
                                         "triage.dmp", "withheap.dmp"]
@@ -173,16 +173,21 @@ def test_threads_and_modules_fetched_only_when_read(make_emulator, mount):
     emu = make_emulator(linux_spec())
     m = mount({"demo": emu.url("demo"), "lin": emu.url("lin")})
     app = os.path.join(m.path, "demo")
-    before = counters(emu)["other"]
-    # ls, ls -l of every process directory and a stat of both files: none asks for them
+
+    def other():  # threads and modules are "other" requests; so is ls -R's /instance/all
+        c = counters(emu)
+        return c.get("other", 0) - c.get("instance_all", 0)
+
+    before = other()
+    # ls, ls -l of every process directory (instances/ too) and a stat of both files: none
+    # asks for them
     run(["ls", "-lR", app], check=True)
-    for d in os.listdir(app):
+    for d in process_dirs(app):
         p = os.path.join(app, d)
-        if os.path.isdir(p) and not os.path.islink(p):
-            assert {"threads.json", "modules.json"} <= set(os.listdir(p)), os.listdir(p)
-            os.stat(os.path.join(p, "threads.json"))
-            os.stat(os.path.join(p, "modules.json"))
-    assert counters(emu)["other"] == before, counters(emu)
+        assert {"threads.json", "modules.json"} <= set(os.listdir(p)), os.listdir(p)
+        os.stat(os.path.join(p, "threads.json"))
+        os.stat(os.path.join(p, "modules.json"))
+    assert other() == before, counters(emu)
     # read: the server's JSON, pretty-printed; jq -S . of both sides are equal
     proc = os.path.join(app, "w3wp-4292")
     mine = {}
@@ -190,11 +195,11 @@ def test_threads_and_modules_fetched_only_when_read(make_emulator, mount):
         with open(os.path.join(proc, part + ".json")) as f:
             mine[part] = f.read()
         assert mine[part].startswith("[\n  {\n    ") and mine[part].endswith("\n]\n"), mine[part][:80]
-    assert counters(emu)["other"] - before == 2, counters(emu)
+    assert other() - before == 2, counters(emu)
     # cached like details (detail_ttl): read again, no request; stat now has the size
     with open(os.path.join(proc, "threads.json")) as f:
         f.read()
-    assert counters(emu)["other"] - before == 2, counters(emu)
+    assert other() - before == 2, counters(emu)
     assert os.path.getsize(os.path.join(proc, "modules.json")) == len(mine["modules"])
     for part in ("threads", "modules"):
         server = emu_get(emu, "demo", "/api/processes/4292/" + part)
