@@ -6,6 +6,7 @@
  * Every check runs under alarm(): a hang fails the run instead of blocking it.
  */
 #include "kudu/kudu.h"
+#include "check.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -16,48 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-static char tmpdir[256];
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (cond) {                                                    \
-			passed++;                                              \
-		} else {                                                       \
-			failed++;                                              \
-			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-			printf(__VA_ARGS__);                                   \
-			printf("\n");                                          \
-		}                                                              \
-	} while (0)
-
 static double now(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static char *path_in_tmp(const char *name)
-{
-	static char path[8][512];
-	static int slot;
-	char *p = path[slot++ % 8];
-
-	snprintf(p, 512, "%s/%s", tmpdir, name);
-	return p;
-}
-
-static char *write_file(const char *name, const char *content, mode_t mode)
-{
-	char *p = path_in_tmp(name);
-	FILE *f = fopen(p, "w");
-
-	fputs(content, f);
-	fclose(f);
-	chmod(p, mode);
-	return p;
 }
 
 static void on_alarm(int sig)
@@ -379,13 +344,10 @@ static void test_fuzz_regressions(void)
 
 int main(void)
 {
-	char cmd[300];
-
 	signal(SIGALRM, on_alarm);
 	signal(SIGPIPE, SIG_IGN); /* as in the daemon: the commands must still get SIGPIPE's default
 				   */
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/kudufs-unit-rel-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (check_begin("rel") < 0)
 		return 2;
 	setenv("HOME", tmpdir, 1);
 	unsetenv("KUDUFS_USER");
@@ -397,9 +359,5 @@ int main(void)
 	test_command_timeout_option();
 	test_duplicate_sections();
 	test_fuzz_regressions();
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	if (system(cmd) != 0)
-		printf("warning: could not remove %s\n", tmpdir);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_end();
 }
