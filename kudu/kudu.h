@@ -141,8 +141,8 @@ const char *kudu_status_reason(long status);
  * there but cannot answer (kudu_errno_from_status: -EOPNOTSUPP). */
 bool kudu_status_says_no_monitor(long status, const char *message);
 /* What an EOPNOTSUPP error adds, so the user knows what to change. */
-#define KUDU_HINT_DOTNET_MONITOR                                            \
-	"this Linux app's Kudu has no dotnet-monitor: set the app setting " \
+#define KUDU_HINT_DOTNET_MONITOR                                                         \
+	"dotnet-monitor does not serve this Linux app's Kudu: it needs the app setting " \
 	"WEBSITE_USE_DOTNET_MONITOR=true (.NET apps only)"
 /* --check's word for a Kudu that answers, but not /api/processes (404). */
 #define KUDU_HINT_NO_PROCESS_API "this app's Kudu has no process API (Linux Consumption plan?)"
