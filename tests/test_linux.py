@@ -63,6 +63,8 @@ def test_linux_app_four_dumps_each_with_its_type(make_emulator, mount):
     st = status(m)
     plat = {a["name"]: (a["platform"], a["platform_source"]) for a in st["apps"]}
     assert plat["lin"] == ("linux", "detected"), st["apps"]
+    # no w3wp: the site link names the first dotnet (dotnet-monitor's details have no is_scm_site)
+    assert os.readlink(os.path.join(m.path, "lin", "site")) == "dotnet-85"
 
     # all four at once: kudufs takes them one at a time (dotnet-monitor's 429 never seen)
     sums, errors = {}, []
@@ -118,10 +120,15 @@ def test_platform_configured_and_check(make_emulator, mount, tmp_path):
     assert p.returncode != 0 and "platform must be windows, linux or auto" in p.stderr, p.stderr
 
 
-def test_no_dotnet_monitor_is_operation_not_supported(make_emulator, mount):
+def test_no_dotnet_monitor_is_operation_not_supported(make_emulator, mount, tmp_path):
     emu = make_emulator(linux_spec(nomon={"platform": "linux", "dotnet_monitor": False}))
-    m = mount({"lin": emu.url("lin"), "nomon": emu.url("nomon")})
     hint = "WEBSITE_USE_DOTNET_MONITOR=true"
+    # --check: the app fails, saying why
+    p = run_kudufs(["--check", "--config", str(write_config(tmp_path, {"nomon": emu.url("nomon")}))],
+                   home=tmp_path)
+    assert p.returncode == 1 and p.stdout.startswith("nomon: 400 Bad Request: Not supported on Linux (") \
+        and hint in p.stdout, p.stdout + p.stderr
+    m = mount({"lin": emu.url("lin"), "nomon": emu.url("nomon")})
     # the mount went ahead (Kudu and the credentials work), with a warning
     assert "nomon: warning:" in m.log() and hint in m.log(), m.log()
     app = os.path.join(m.path, "nomon")
