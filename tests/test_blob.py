@@ -35,7 +35,7 @@ import pytest
 
 from conftest import (ROOT, force_unmount, fuse_mounts_under, read_rss_hwm, run, stop_process, wait_for,
                       write_private)
-from helpers import Azurite, free_port
+from helpers import Azurite, free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -295,6 +295,9 @@ def test_private_mount_uploads_site_dumps_then_never_overwrites(make_emulator, a
 
     # Second run. Blobs named as alpha's dump would be in each second of the next
     # minute exist already (someone else's): alpha must FAIL without touching them.
+    # It starts in a later second than the first run ended in, so beta's new names
+    # (second-resolution time stamps) cannot meet the first run's by chance.
+    wait_for(lambda: utc_now() > t1, timeout=5)
     before = azurite.list_blobs("dumpfiles")
     tail = first[("alpha", 4292)].split("Z-", 1)[1]       # alpha[-inst6]-w3wp-4292.mini.dmp
     now = utc_now()
