@@ -47,7 +47,8 @@
  *                        view_meta: list snapshot, list_at, list_err(_at),
  *                        list_inflight, the details hash; the instance
  *                        views' chain), the instance list snapshot and its
- *                        times, and every detail_entry. meta_cond goes with
+ *                        times, every detail_entry, and the details LRU
+ *                        (details_lru_*, details_bytes). meta_cond goes with
  *                        it: a list, details or discovery fetch ended (the
  *                        *_inflight flags make fetches single-flight; others
  *                        wait on meta_cond, then look their view up again:

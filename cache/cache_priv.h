@@ -22,6 +22,8 @@ struct detail_entry {
 	double at;               /* when blob or err was stored */
 	bool inflight;
 	struct detail_entry *next; /* hash chain */
+	/* cache.details_lru: the entries holding a blob, least recently used first */
+	struct detail_entry *lru_prev, *lru_next;
 };
 
 #define DETAIL_BUCKETS 1024
@@ -138,6 +140,10 @@ struct cache {
 	pthread_cond_t meta_cond;  /* with meta_lock: a list or details fetch finished */
 	struct app_meta *meta;     /* the array itself is immutable, one per app */
 	_Atomic uint64_t list_gen; /* numbers list snapshots (cache_list.gen); atomic, no lock */
+	/* meta_lock: every detail entry holding a blob, least recently used
+	 * first, and the bytes of those blobs (kept under DETAILS_MAX_BYTES) */
+	struct detail_entry *details_lru_head, *details_lru_tail;
+	uint64_t details_bytes;
 
 	pthread_mutex_t cap_lock; /* guards captures, dumps[*], spool_bytes, seq, stat_*
 				   * and every capture's non-immutable fields */

@@ -66,7 +66,9 @@ bool cache_instances_has(const struct cache_instances *l, const char *id, size_t
 	return false;
 }
 
-static void view_clear(struct view_meta *v)
+static void detail_drop_blob_locked(struct cache *c, struct detail_entry *e);
+
+static void view_clear(struct cache *c, struct view_meta *v)
 {
 	cache_list_put(v->list);
 	v->list = NULL;
@@ -74,7 +76,7 @@ static void view_clear(struct view_meta *v)
 		struct detail_entry *e = v->details[b], *n;
 		for (; e; e = n) {
 			n = e->next;
-			cache_blob_put(e->blob);
+			detail_drop_blob_locked(c, e);
 			free(e);
 		}
 	}
@@ -87,12 +89,12 @@ void cache_meta_free_all(struct cache *c)
 	for (size_t a = 0; c->meta && a < c->cfg->napps; a++) {
 		struct app_meta *m = &c->meta[a];
 
-		view_clear(&m->view);
+		view_clear(c, &m->view);
 		while (m->insts) {
 			struct view_meta *v = m->insts;
 
 			m->insts = v->next;
-			view_clear(v);
+			view_clear(c, v);
 			free(v);
 		}
 		cache_instances_put(m->ilist);
@@ -128,7 +130,7 @@ static struct view_meta *view_find_locked(struct cache *c, size_t app, const cha
 
 /* Free an instance's view (it is gone, or no longer listed). Nobody holds a
  * pointer to it across a wait: they look it up again. */
-static void view_drop_locked(struct app_meta *m, const char *inst)
+static void view_drop_locked(struct cache *c, struct app_meta *m, const char *inst)
 {
 	for (struct view_meta **pp = &m->insts; *pp; pp = &(*pp)->next) {
 		struct view_meta *v = *pp;
@@ -136,7 +138,7 @@ static void view_drop_locked(struct app_meta *m, const char *inst)
 		if (strcmp(v->inst, inst))
 			continue;
 		*pp = v->next;
-		view_clear(v);
+		view_clear(c, v);
 		free(v);
 		return;
 	}
@@ -278,7 +280,8 @@ ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname)
 	return (i >= 0 && !strcmp(l->dirnames[i], dirname)) ? i : -1;
 }
 
-static void details_prune_locked(struct view_meta *v, const struct cache_list *l, bool all);
+static void details_prune_locked(struct cache *c, struct view_meta *v, const struct cache_list *l,
+				bool all);
 
 /* Wait on meta_cond for another reader's fetch, polling this reader's own
  * interrupt (Ctrl-C): -EINTR once it came. meta_lock held. */
@@ -344,7 +347,7 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 		v->list_duplicates = model.duplicates;
 		/* the app-level view moved to another instance: none of the
 		 * details it has are of this list's processes, whatever the pids */
-		details_prune_locked(v, l, v->list && strcmp(v->list->instance, l->instance));
+		details_prune_locked(c, v, l, v->list && strcmp(v->list->instance, l->instance));
 		cache_list_put(v->list);
 		v->list = l;
 		v->list_at = kudu_now();
@@ -494,6 +497,63 @@ void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instan
 
 /* ---- details ---- */
 
+/* Details kept at once, in bytes. `ls -l` + a grep over the details of
+ * 10000 processes on each of 3 instances would otherwise keep them all for
+ * detail_ttl (2.7 KB each pretty-printed from the emulator, more from a real
+ * Kudu): 81 MB. Past this the least recently used go (a reader holding one
+ * keeps its reference) and are fetched again when asked for. */
+#define DETAILS_MAX_BYTES ((uint64_t)8 << 20)
+
+static void detail_lru_unlink_locked(struct cache *c, struct detail_entry *e)
+{
+	if (e->lru_prev)
+		e->lru_prev->lru_next = e->lru_next;
+	else
+		c->details_lru_head = e->lru_next;
+	if (e->lru_next)
+		e->lru_next->lru_prev = e->lru_prev;
+	else
+		c->details_lru_tail = e->lru_prev;
+	e->lru_prev = e->lru_next = NULL;
+}
+
+static void detail_lru_append_locked(struct cache *c, struct detail_entry *e)
+{
+	e->lru_prev = c->details_lru_tail;
+	e->lru_next = NULL;
+	if (c->details_lru_tail)
+		c->details_lru_tail->lru_next = e;
+	else
+		c->details_lru_head = e;
+	c->details_lru_tail = e;
+}
+
+/* An entry's blob goes (replaced, pruned, evicted, or its view freed). */
+static void detail_drop_blob_locked(struct cache *c, struct detail_entry *e)
+{
+	if (!e->blob)
+		return;
+	detail_lru_unlink_locked(c, e);
+	c->details_bytes -= e->blob->len;
+	cache_blob_put(e->blob);
+	e->blob = NULL;
+}
+
+/* e now holds blob (the most recently used); older ones go past the budget. */
+static void detail_set_blob_locked(struct cache *c, struct detail_entry *e, struct cache_blob *blob)
+{
+	detail_drop_blob_locked(c, e);
+	e->blob = blob;
+	detail_lru_append_locked(c, e);
+	c->details_bytes += blob->len;
+	while (c->details_bytes > DETAILS_MAX_BYTES && c->details_lru_head != e) {
+		struct detail_entry *old = c->details_lru_head;
+
+		detail_drop_blob_locked(c, old);
+		old->err = 0; /* not fresh: the next reader fetches it again */
+	}
+}
+
 static struct detail_entry *detail_lookup(struct view_meta *v, int pid, enum cache_part part,
 					  bool create)
 {
@@ -519,7 +579,8 @@ static struct detail_entry *detail_lookup(struct view_meta *v, int pid, enum cac
 
 /* Workers come and go (php-cgi, node, WebJobs): details of processes no
  * longer listed would pile up for the life of the mount. */
-static void details_prune_locked(struct view_meta *v, const struct cache_list *l, bool all)
+static void details_prune_locked(struct cache *c, struct view_meta *v, const struct cache_list *l,
+				bool all)
 {
 	for (size_t b = 0; v->details && b < DETAIL_BUCKETS; b++) {
 		struct detail_entry **pp = &v->details[b];
@@ -532,7 +593,7 @@ static void details_prune_locked(struct view_meta *v, const struct cache_list *l
 				continue;
 			}
 			*pp = e->next;
-			cache_blob_put(e->blob);
+			detail_drop_blob_locked(c, e);
 			free(e);
 		}
 	}
@@ -607,16 +668,14 @@ static void detail_store(struct cache *c, size_t app, const char *inst, const ch
 		e->inflight = false; /* not fresh: the next reader fetches from the view's instance
 				      */
 		e->err = 0;
-		cache_blob_put(e->blob);
-		e->blob = NULL;
+		detail_drop_blob_locked(c, e);
 	} else if (e) {
 		e->inflight = false;
-		cache_blob_put(e->blob);
-		e->blob = NULL;
+		detail_drop_blob_locked(c, e);
 		e->err = rc;
 		e->at = kudu_now();
 		if (rc == 0) {
-			e->blob = blob;
+			detail_set_blob_locked(c, e, blob);
 			blob = NULL;
 		}
 	}
@@ -772,6 +831,8 @@ int cache_get_part(struct cache *c, size_t app, const char *inst, int pid, enum 
 			if (e->blob) {
 				atomic_fetch_add(&e->blob->refs, 1);
 				*out = e->blob;
+				detail_lru_unlink_locked(c, e); /* now the most recently used */
+				detail_lru_append_locked(c, e);
 			}
 			pthread_mutex_unlock(&c->meta_lock);
 			return rc;
@@ -937,7 +998,8 @@ static struct cache_instances *instances_snapshot(const struct kudu_instances *f
 }
 
 /* Views of instances the new list no longer has are freed: scaled in. */
-static void instances_prune_views_locked(struct app_meta *m, const struct cache_instances *l)
+static void instances_prune_views_locked(struct cache *c, struct app_meta *m,
+					 const struct cache_instances *l)
 {
 	struct view_meta **pp = &m->insts;
 
@@ -949,7 +1011,7 @@ static void instances_prune_views_locked(struct app_meta *m, const struct cache_
 			continue;
 		}
 		*pp = v->next;
-		view_clear(v);
+		view_clear(c, v);
 		free(v);
 	}
 }
@@ -1003,7 +1065,7 @@ int cache_get_instances(struct cache *c, size_t app, bool refresh, struct cache_
 		/* a fallback answered: say once which discovery failed and why */
 		log_why = found.why[0] && strcmp(found.why, m->ilist_why);
 		snprintf(m->ilist_why, sizeof(m->ilist_why), "%s", found.why);
-		instances_prune_views_locked(m, l);
+		instances_prune_views_locked(c, m, l);
 		cache_instances_put(m->ilist);
 		m->ilist = l;
 		m->ilist_at = asked;
@@ -1052,7 +1114,7 @@ void cache_instance_gone(struct cache *c, size_t app, const char *inst, const ch
 	} else if (l) {
 		free(l);
 	}
-	view_drop_locked(m, inst);
+	view_drop_locked(c, m, inst);
 	/* the app-level view's list came from it: fetch it again (the front end
 	 * has moved the view's pin on) */
 	if (m->view.list && !strcmp(m->view.list->instance, inst))
