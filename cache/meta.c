@@ -281,7 +281,7 @@ ssize_t cache_list_find_dir(const struct cache_list *l, const char *dirname)
 }
 
 static void details_prune_locked(struct cache *c, struct view_meta *v, const struct cache_list *l,
-				bool all);
+				 bool all);
 
 /* Wait on meta_cond for another reader's fetch, polling this reader's own
  * interrupt (Ctrl-C): -EINTR once it came. meta_lock held. */
@@ -580,7 +580,7 @@ static struct detail_entry *detail_lookup(struct view_meta *v, int pid, enum cac
 /* Workers come and go (php-cgi, node, WebJobs): details of processes no
  * longer listed would pile up for the life of the mount. */
 static void details_prune_locked(struct cache *c, struct view_meta *v, const struct cache_list *l,
-				bool all)
+				 bool all)
 {
 	for (size_t b = 0; v->details && b < DETAIL_BUCKETS; b++) {
 		struct detail_entry **pp = &v->details[b];
