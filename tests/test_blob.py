@@ -35,7 +35,7 @@ import pytest
 
 from conftest import (ROOT, force_unmount, fuse_mounts_under, read_rss_hwm, run, stop_process, wait_for,
                       write_private)
-from helpers import Azurite, free_port, wait_for
+from helpers import Azurite, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(ROOT, "scripts")
