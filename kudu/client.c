@@ -1310,6 +1310,34 @@ bool kudu_client_interrupted(const struct kudu_client *c)
 	return c && c->interrupted && c->interrupted();
 }
 
+/* Until the request completed; with an interrupt hook, polled every 200 ms:
+ * the caller (a FUSE reader) may leave (Ctrl-C, SIGKILL), and the request is
+ * then cancelled and completes at once with -EINTR. */
+static void fetch_wait(struct kudu_client *c, struct kudu_request *req, struct sync_wait *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (!w->done) {
+		struct timespec ts;
+
+		if (!c->interrupted) {
+			pthread_cond_wait(&w->cond, &w->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) != 0 && !w->done &&
+		    !atomic_load(&req->cancel) && c->interrupted()) {
+			atomic_store(&req->cancel, EINTR);
+			curl_multi_wakeup(c->multi);
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
 static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 {
 	struct sync_wait w = { .done = false };
@@ -1319,29 +1347,7 @@ static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 	/* cppcheck-suppress autoVariables ; cleared below, after the request completed */
 	req->priv_sync = &w;
 	kudu_client_submit(c, req);
-	pthread_mutex_lock(&w.lock);
-	while (!w.done) {
-		struct timespec ts;
-
-		if (!c->interrupted) {
-			pthread_cond_wait(&w.cond, &w.lock);
-			continue;
-		}
-		/* the caller (a FUSE reader) may leave: Ctrl-C, SIGKILL. The
-		 * request is cancelled and completes at once with -EINTR. */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		if (pthread_cond_timedwait(&w.cond, &w.lock, &ts) != 0 && !w.done &&
-		    !atomic_load(&req->cancel) && c->interrupted()) {
-			atomic_store(&req->cancel, EINTR);
-			curl_multi_wakeup(c->multi);
-		}
-	}
-	pthread_mutex_unlock(&w.lock);
+	fetch_wait(c, req, &w);
 	req->priv_sync = NULL;
 	pthread_cond_destroy(&w.cond);
 	pthread_mutex_destroy(&w.lock);
