@@ -99,9 +99,13 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BIN)
 	$(PYTHON) tests/bench/bench.py
 
+# The soak (tests/test_soak.py, SOAK_MINUTES, default 10; figures in
+# build/soak.json), then the multi-GiB tests.
+SOAK_MINUTES ?= 10
 soak: deps
 	@$(MAKE) --no-print-directory $(BIN)
-	KUDUFS_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -p no:cacheprovider -ra -m slow tests
+	KUDUFS_BIN=$(CURDIR)/$(BIN) SOAK_MINUTES=$(SOAK_MINUTES) $(PYTHON) -m pytest -p no:cacheprovider -ra -m soak $(PYTEST_ARGS) tests
+	KUDUFS_BIN=$(CURDIR)/$(BIN) $(PYTHON) -m pytest -p no:cacheprovider -ra -m slow $(PYTEST_ARGS) tests
 
 # Man pages: scdoc sources in man/, rendered into $(BUILD)/man/ (not committed).
 MAN_SRC   := $(wildcard man/*.scd)
