@@ -41,10 +41,10 @@ which), 2 if the bench itself failed.
 
 Knobs (environment): BENCH_ROUNDS (3), BENCH_LINK_MIB (1024),
 BENCH_STREAM_MIB (2048), BENCH_MEM_MIB (5120), BENCH_LIST_ROUNDS (5),
-BENCH_FLEET_ROUNDS (1), BENCH_HUGE_PROCS (10000), BENCH_ONLY (comma list of
-phases: link,stream,finished,listing,many,fleet,ttfb,memory), BENCH_OUT
-(bench.json path), BENCH_WAIT_QUIET (seconds to wait at start for other
-processes to leave the CPUs alone, 60), KUDUFS_BIN.
+BENCH_FLEET_ROUNDS (1), BENCH_MEM_ROUNDS (1), BENCH_HUGE_PROCS (10000),
+BENCH_ONLY (comma list of phases: link,stream,finished,listing,many,fleet,
+ttfb,memory), BENCH_OUT (bench.json path), BENCH_WAIT_QUIET (seconds to wait
+at start for other processes to leave the CPUs alone, 60), KUDUFS_BIN.
 """
 import atexit
 import json
