@@ -77,7 +77,7 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:log_path=$(CURDIR)/build-asan/san:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:log_path=$(CURDIR)/build-asan/san \
 	KUDUFS_BIN=$(CURDIR)/build-asan/kudufs KUDUFS_UNIT_DIR=$(CURDIR)/build-asan/unit KUDUFS_TOOLS_DIR=$(CURDIR)/build-asan/tools \
-	  $(PYTHON) -m pytest -p no:cacheprovider -ra -m 'not slow' $(PYTEST_ARGS) tests
+	  $(PYTHON) -m pytest -p no:cacheprovider -ra -m 'not slow and not soak' $(PYTEST_ARGS) tests
 	@if ls build-asan/san.* >/dev/null 2>&1; then \
 	  echo "sanitizer reports:"; cat build-asan/san.*; echo "asan: FAILED"; exit 1; \
 	else echo "asan: no sanitizer reports"; fi
