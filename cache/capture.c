@@ -548,8 +548,10 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	return n;
 }
 
-int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
-		       enum kudu_dump_type type, uint64_t *size)
+/* The complete, unexpired capture of (app, inst, pid, type), its size, and
+ * (out != NULL) a reader's reference to it; -ENOENT if there is none. */
+static int complete_find(struct cache *c, size_t app, const char *inst, int pid,
+			 enum kudu_dump_type type, struct capture **out, uint64_t *size)
 {
 	struct capture *cap;
 	char key[KUDU_INSTANCE_MAX];
@@ -560,31 +562,27 @@ int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
 	cap = table_find_locked(c, app, key, pid, type);
 	if (cap && cap->state == CAP_COMPLETE && !cap_expired(c, cap, kudu_now())) {
 		*size = cap->bytes;
+		if (out) {
+			cap->refs++;
+			cap->last_used = kudu_now();
+			*out = cap;
+		}
 		rc = 0;
 	}
 	pthread_mutex_unlock(&c->cap_lock);
 	return rc;
 }
 
+int cache_capture_size(struct cache *c, size_t app, const char *inst, int pid,
+		       enum kudu_dump_type type, uint64_t *size)
+{
+	return complete_find(c, app, inst, pid, type, NULL, size);
+}
+
 int cache_capture_acquire_complete(struct cache *c, size_t app, const char *inst, int pid,
 				   enum kudu_dump_type type, struct capture **out, uint64_t *size)
 {
-	struct capture *cap;
-	char key[KUDU_INSTANCE_MAX];
-	int rc = -ENOENT;
-
-	capture_inst(c, app, inst, key, sizeof(key));
-	pthread_mutex_lock(&c->cap_lock);
-	cap = table_find_locked(c, app, key, pid, type);
-	if (cap && cap->state == CAP_COMPLETE && !cap_expired(c, cap, kudu_now())) {
-		cap->refs++;
-		cap->last_used = kudu_now();
-		*size = cap->bytes;
-		*out = cap;
-		rc = 0;
-	}
-	pthread_mutex_unlock(&c->cap_lock);
-	return rc;
+	return complete_find(c, app, inst, pid, type, out, size);
 }
 
 unsigned cache_capture_marks(struct cache *c, struct capture *cap)

@@ -481,6 +481,17 @@ static void client_set_cookie(struct kudu_client *c, CURL *e, struct kudu_reques
 	curl_easy_setopt(e, CURLOPT_COOKIE, cookie);
 }
 
+/* The app-level view was on instance `from`, which no longer answers: it
+ * follows the front end to `to`, as a browser would. Under inst_lock. */
+static void client_view_follow_locked(struct client_app *ca, const char *app, const char *to)
+{
+	kudu_log(
+		LOG_WARNING,
+		"%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
+		app, ca->view, to);
+	snprintf(ca->view, sizeof(ca->view), "%s", to);
+}
+
 /* After a response: who answered, and where the app-level view is now.
  * A pin that the front end moved (the instance is gone) is followed by the
  * app-level view, as a browser would, and logged; a pinned request's
@@ -499,11 +510,7 @@ static void client_note_affinity(struct kudu_client *c, struct kudu_request *req
 		if (!ca->view[0]) {
 			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
 		} else if (!strcmp(ca->view, x->sent)) {
-			kudu_log(
-				LOG_WARNING,
-				"%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
-				req->app->name, ca->view, x->affinity);
-			snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
+			client_view_follow_locked(ca, req->app->name, x->affinity);
 		}
 		/* else: sent before the view was known or moved; labelled by served_by */
 	}
@@ -834,13 +841,8 @@ static bool finish(struct kudu_client *c, struct kudu_request *req, CURLcode rc)
 			client_note_seen_locked(ca, x->affinity);
 			/* the app-level view was on the instance that is gone: it
 			 * follows the front end, as a browser would */
-			if (!strcmp(ca->view, req->instance)) {
-				kudu_log(
-					LOG_WARNING,
-					"%s: instance %s no longer answers; the front end moved the app-level view to instance %s",
-					req->app->name, ca->view, x->affinity);
-				snprintf(ca->view, sizeof(ca->view), "%s", x->affinity);
-			}
+			if (!strcmp(ca->view, req->instance))
+				client_view_follow_locked(ca, req->app->name, x->affinity);
 			pthread_mutex_unlock(&c->inst_lock);
 		}
 		snprintf(req->errmsg, sizeof(req->errmsg),
