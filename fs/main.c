@@ -465,14 +465,18 @@ int main(int argc, char *argv[])
 	 * document of a 10000-process list is several MB) to itself. One:
 	 * VmHWM after ls -l + details of 10000 processes x 3 instances 58 MB,
 	 * 58-72 MB with two, 89 MB with glibc's default (README, Performance).
-	 * Nothing here allocates per byte read, so one lock costs nothing. */
+	 * Per read there is one allocation (libfuse's reply buffer), so one
+	 * lock costs nothing measurable. */
 	mallopt(M_ARENA_MAX, 1);
 	/* And a daemon that lives for weeks: glibc's dynamic mmap threshold
 	 * moves up to the largest block freed (libcurl's 512 KiB dump buffers),
 	 * after which such buffers come from the heap and fragment it. Measured
 	 * by the soak (tests/test_soak.py): RSS +29 % over 8 minutes with
-	 * glibc's defaults, +1.6 % with this (and two arenas). */
-	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+	 * glibc's defaults, +1.6 % with this (and two arenas). Above 128 KiB:
+	 * libfuse allocates each READ's reply buffer (st_blksize, 128 KiB), and
+	 * at 128 KiB every one was a fresh mmap, faulted in and unmapped: the
+	 * daemon's CPU for a 2 GiB first read went from 2.4 to 3.6 s. */
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 128 * 1024);
 
 	kudu_config_init(&cfg);
