@@ -174,7 +174,8 @@ def test_sigterm_unmounts_cleanly(emulator, tmp_path):
         assert wait_mounted(mnt, proc), "%s did not mount" % mnt
         assert os.listdir(mnt / "demo")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        rc = proc.wait(timeout=10)
+        assert rc == 0, "exit %d: %s" % (rc, proc.stderr.read().decode(errors="replace")[-3000:])
         assert not os.path.ismount(mnt)
     finally:
         unmount(mnt, proc, timeout=10)
