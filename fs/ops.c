@@ -877,6 +877,23 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return fuse_get_context()->private_data;
 }
 
+/* poll(2)/epoll on a file (Go programs such as azcopy add every file they
+ * open to their netpoller). Regular files are always ready, so -ENOSYS: the
+ * kernel then stops asking and reports them ready itself. This op exists only
+ * to free the poll handle: libfuse 3.14's high-level API allocates one for
+ * FUSE_POLL_SCHEDULE_NOTIFY and, with no .poll, leaks it (fixed upstream in
+ * baebe3cd "fuse: prevent possible fuse_pollhandle leak"; LeakSanitizer saw
+ * the 16 bytes once per mount). */
+static int op_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle *ph,
+		   unsigned *reventsp)
+{
+	(void)path;
+	(void)fi;
+	(void)reventsp;
+	fuse_pollhandle_destroy(ph);
+	return -ENOSYS;
+}
+
 /* Every write-type operation: the tree mirrors the server, read-only. */
 /* clang-format off */
 static int op_erofs_path(const char *path, mode_t mode) { (void)path; (void)mode; return -EROFS; }
@@ -916,6 +933,7 @@ const struct fuse_operations fs_operations = {
 	.getxattr = op_getxattr,
 	.listxattr = op_listxattr,
 	.statfs = op_statfs,
+	.poll = op_poll,
 	.mkdir = op_erofs_path,
 	.mknod = op_erofs_dev,
 	.rmdir = op_erofs_path1,
