@@ -583,6 +583,36 @@ def test_every_instance_by_default_and_instances_option(three, azurite, blob_env
     assert "alpha/%s/w3wp-4292" % ids[1][:6] in r.stdout
 
 
+def test_next_instance_dump_starts_before_the_previous_upload_ends(make_emulator, mount, azurite, blob_env):
+    """Within an app the dumps are taken one at a time, back to back: the next instance's
+    dump is queued in kudufs while the previous one is still read and uploaded, so Kudu
+    starts it when the previous download ends, before that dump's OK line (the verified
+    blob). Seen in the emulator's dump intervals against the time each OK line came out;
+    16 blocks of 1 MiB make the upload outlast the download by a wide margin."""
+    emu = make_emulator({"instances": 3, "sites": {"alpha": {"mini_size": 16 * MiB + 5}}})
+    m = mount({"alpha": emu.url("alpha")})
+    azurite.create_container("pipe")
+    proc = subprocess.Popen([TO_BLOB, "--mount", m.path, "--container", "pipe", "--app", "alpha"],
+                            env=dict(blob_env, KUDUFS_TO_BLOB_BLOCK_MB="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ok_at = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("OK "):
+                ok_at.append(time.time())
+        err = proc.stderr.read()
+        assert proc.wait(60) == 0, err
+    finally:
+        _stop(proc)
+    iv = sorted(emu.stats()["sites"]["alpha"]["dump_intervals"], key=lambda x: x["start"])
+    assert len(iv) == 3 and len(ok_at) == 3, (iv, ok_at)
+    for a, b in zip(iv, iv[1:]):
+        assert b["start"] >= a["end"], "two dumps of one app at once: %s" % iv
+    for i in range(2):
+        assert iv[i + 1]["start"] < ok_at[i], "dump %d started only after dump %d's OK line: %s %s" % (
+            i + 1, i, iv, ok_at)
+
+
 def alert_run(m, blob_env, fixture, container, extra=()):
     return to_blob(["--mount", m.path, "--container", container, "--alert", os.path.join(FIXTURES, fixture)]
                    + list(extra), blob_env)
