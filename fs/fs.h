@@ -27,6 +27,7 @@ struct kudufs {
 	/* Open files. When an unmount is forced on a busy mount the kernel never
 	 * sends their RELEASE, so teardown frees what is left here. */
 	pthread_mutex_t handles_lock; /* guards handles and every handle's prev/next */
+	pthread_cond_t handles_gone;  /* broadcast (under handles_lock) when handles empties */
 	struct fs_handle *handles;
 };
 
@@ -59,6 +60,9 @@ extern const struct fuse_operations fs_operations;
 struct fs_handle;
 /* After the loop: free the handles the kernel never released. */
 void fs_release_handles(struct kudufs *k);
+/* Wait up to timeout_ms for every open handle to be released: 0, or
+ * -ETIMEDOUT (a reader still holds a file). */
+int fs_wait_handles_released(struct kudufs *k, int timeout_ms);
 
 /* The part of path parsing that needs no network (fuzzed on its own): the
  * segments, the fixed names, the app. For a path inside a process directory

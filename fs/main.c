@@ -344,17 +344,23 @@ static int check_apps(struct kudu_config *cfg, FILE *out, bool quiet_ok)
 
 /*
  * SIGTERM/SIGINT/SIGHUP end the mount by unmounting it, not by leaving the
- * loop: the kernel then flushes pending RELEASE/RELEASEDIR requests and sends
- * DESTROY, so every handle is released and the loop ends on its own. libfuse's
- * own handlers leave the loop at once and drop handles still in flight. Only
+ * loop, so the loop ends on its own once the kernel lets the device go.
+ * libfuse's own handlers leave the loop at once and drop handles still in
+ * flight. The unmount waits (at most HANDLES_WAIT_MS) for the handles to be
+ * released first: a RELEASE/RELEASEDIR of a file closed just before the
+ * signal may still sit in the kernel's queue, and an unmount drops what is
+ * queued (libfuse's own directory state would then never be freed). Only
  * when the unmount is refused (a reader still has a file open) does the
  * thread fall back to libfuse's way: exit the session and wake the loop.
  */
+#define HANDLES_WAIT_MS 1000
+
 struct fs_signals {
 	pthread_t thread;
 	pthread_t main_thread;
 	struct fuse_session *se;
-	struct cache *cache;    /* its waiting readers are answered before the session ends */
+	struct kudufs *k;       /* its handles; its cache's waiting readers are answered
+				   before the session ends */
 	const char *mountpoint; /* absolute: fuse_daemonize() chdirs to / */
 	atomic_int stopping;    /* teardown: the next signal only wakes the thread */
 	sigset_t set;
@@ -390,13 +396,14 @@ static void *fs_signal_thread(void *arg)
 
 	if (sigwait(&s->set, &sig) != 0 || atomic_load(&s->stopping))
 		return NULL;
+	(void)fs_wait_handles_released(s->k, HANDLES_WAIT_MS); /* -ETIMEDOUT: busy, below */
 	if (fs_unmount_plain(s->mountpoint) == 0)
 		return NULL;
 	kudu_log(LOG_WARNING, "%s is busy; ending the session (its readers get ENOTCONN)",
 		 s->mountpoint);
 	/* answered now: libfuse cancels the workers still waiting when the
 	 * loop ends, and their readers would get ECONNABORTED */
-	cache_readers_leave(s->cache, 2000);
+	cache_readers_leave(s->k->cache, 2000);
 	fuse_session_exit(s->se);
 	pthread_kill(s->main_thread, SIGUSR2);
 	return NULL;
@@ -412,7 +419,7 @@ static void fs_signals_block(struct fs_signals *s)
 	pthread_sigmask(SIG_BLOCK, &s->set, NULL);
 }
 
-static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, struct cache *cache,
+static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, struct kudufs *k,
 			    const char *mountpoint)
 {
 	struct sigaction sa = { .sa_handler = fs_signal_wake };
@@ -421,7 +428,7 @@ static int fs_signals_start(struct fs_signals *s, struct fuse_session *se, struc
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR2, &sa, NULL); /* no SA_RESTART: the loop must see EINTR */
 	s->se = se;
-	s->cache = cache;
+	s->k = k;
 	s->mountpoint = mountpoint;
 	s->main_thread = pthread_self();
 	atomic_store(&s->stopping, 0);
@@ -540,6 +547,14 @@ int main(int argc, char *argv[])
 	k.mounted_at = time(NULL);
 	k.single_thread = fo.singlethread != 0;
 	pthread_mutex_init(&k.handles_lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&k.handles_gone, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	k.uid = getuid();
 	k.gid = getgid();
 	fuse_opt_add_arg(&args, "-o");
@@ -576,7 +591,7 @@ int main(int argc, char *argv[])
 		kudu_log(LOG_ERR, "%s", err);
 		goto out_client;
 	}
-	if (fs_signals_start(&sig, fuse_get_session(fuse), k.cache, mnt_abs) < 0) {
+	if (fs_signals_start(&sig, fuse_get_session(fuse), &k, mnt_abs) < 0) {
 		kudu_log(LOG_ERR, "cannot start the signal thread");
 		goto out_cache;
 	}
@@ -595,6 +610,9 @@ int main(int argc, char *argv[])
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	if (ret != 0)
+		kudu_log(LOG_ERR, "the FUSE session ended with an error: %s",
+			 ret < 0 ? strerror(-ret) : "a failed request loop");
 	ret = ret == 0 ? 0 : 1;
 	fs_signals_stop(&sig);
 	fs_release_handles(&k);

@@ -666,9 +666,31 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 		k->handles = h->next;
 	if (h->next)
 		h->next->prev = h->prev;
+	if (!k->handles)
+		pthread_cond_broadcast(&k->handles_gone);
 	pthread_mutex_unlock(&k->handles_lock);
 	handle_free(k, h);
 	return 0;
+}
+
+int fs_wait_handles_released(struct kudufs *k, int timeout_ms)
+{
+	struct timespec end;
+	int rc = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += timeout_ms / 1000;
+	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&k->handles_lock);
+	while (k->handles && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&k->handles_gone, &k->handles_lock, &end);
+	rc = k->handles ? -ETIMEDOUT : 0;
+	pthread_mutex_unlock(&k->handles_lock);
+	return rc;
 }
 
 void fs_release_handles(struct kudufs *k)
