@@ -911,7 +911,7 @@ static int op_poll(const char *path, struct fuse_file_info *fi, struct fuse_poll
 {
 	(void)path;
 	(void)fi;
-	(void)reventsp;
+	*reventsp = 0; /* unused with -ENOSYS */
 	fuse_pollhandle_destroy(ph);
 	return -ENOSYS;
 }
