@@ -489,13 +489,8 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 		}
 		if (want < cap->wake_at)
 			cap->wake_at = want;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L; /* interrupts are polled, bytes are signalled */
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		/* interrupts are polled, bytes are signalled */
+		struct timespec ts = kudu_deadline_in(CLOCK_REALTIME, 200);
 		pthread_cond_timedwait(&cap->cond, &c->cap_lock, &ts);
 	}
 	if (--c->readers_waiting == 0 && c->readers_leave)
@@ -506,15 +501,8 @@ ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, of
 
 void cache_readers_leave(struct cache *c, int timeout_ms)
 {
-	struct timespec until;
+	struct timespec until = kudu_deadline_in(CLOCK_REALTIME, timeout_ms);
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&c->cap_lock);
 	c->readers_leave = true;
 	for (struct capture *cap = c->captures; cap; cap = cap->next)

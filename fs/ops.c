@@ -675,16 +675,9 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 
 int fs_wait_handles_released(struct kudufs *k, int timeout_ms)
 {
-	struct timespec end;
+	struct timespec end = kudu_deadline_in(CLOCK_MONOTONIC, timeout_ms);
 	int rc = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += timeout_ms / 1000;
-	end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&k->handles_lock);
 	while (k->handles && rc != ETIMEDOUT)
 		rc = pthread_cond_timedwait(&k->handles_gone, &k->handles_lock, &end);

@@ -108,6 +108,20 @@ double kudu_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+struct timespec kudu_deadline_in(clockid_t clock, long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
+}
+
 void kudu_request_init(struct kudu_request *req, struct kudu_app *app, enum kudu_req_kind kind)
 {
 	memset(req, 0, sizeof(*req));
@@ -1325,12 +1339,7 @@ static void fetch_wait(struct kudu_client *c, struct kudu_request *req, struct s
 			pthread_cond_wait(&w->cond, &w->lock);
 			continue;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = kudu_deadline_in(CLOCK_REALTIME, 200);
 		if (pthread_cond_timedwait(&w->cond, &w->lock, &ts) != 0 && !w->done &&
 		    !atomic_load(&req->cancel) && c->interrupted()) {
 			atomic_store(&req->cancel, EINTR);

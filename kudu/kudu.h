@@ -295,6 +295,9 @@ int kudu_client_view_instance(struct kudu_client *c, const struct kudu_app *app,
 #define KUDU_SEEN_MAX 256
 size_t kudu_client_seen_instances(struct kudu_client *c, const struct kudu_app *app, char ***ids);
 double kudu_now(void);
+/* clock's time ms milliseconds from now: a deadline for pthread_cond_timedwait
+ * (CLOCK_REALTIME unless the condition variable was set to another clock). */
+struct timespec kudu_deadline_in(clockid_t clock, long ms);
 /* After a 404 on /api/processes: does the app's Kudu answer other routes
  * (/api/settings)? Then it has no process API (Linux Consumption), and
  * msg gets KUDU_HINT_NO_PROCESS_API; else false (a wrong URL, say). */
