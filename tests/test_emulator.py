@@ -549,6 +549,8 @@ def test_one_dump_file_per_site_across_instances(make_emulator):
     status, _, body = request(emu, "/demo/api/processes/4292/dump?dumpType=1", headers=pin(ids[1]))
     t.join(10)
     assert status == 500 and "being used by another process" in json.loads(body)["Message"]
+    # the cut dump's record gets its end when its handler returns, after the reader saw it
+    assert wait_for(lambda: all(r.get("end") for r in emu.stats()["sites"]["demo"]["dump_intervals"]))
     st = emu.stats()["sites"]["demo"]
     assert st["dump_conflicts"] == 1 and st["dump_max_concurrent"] == 2
     iv = {r["instance"]: r for r in st["dump_intervals"]}
@@ -791,27 +793,32 @@ def _timed_read(emu, path, headers=None):
 
 
 def test_rate_cap_site_server_fault_and_cli(make_emulator):
-    # 30 MiB at 20 MiB/s = 1.5 s; a cap is never beaten by more than the socket buffers
+    # 30 MiB at 20 MiB/s = 1.5 s; a cap is never beaten by more than the socket buffers.
+    # The upper bounds are loose (a loaded machine reads slower; 2.4 s seen under make asan
+    # with a second suite running): they catch a cap off by a factor, the order of the
+    # three caps is checked side by side.
     emu = make_emulator({"rate_mbps": 20, "sites": {"demo": {"full_size": 30 << 20, "dump_delay": 0},
                                                    "fast": {"full_size": 30 << 20, "rate_mbps": 60},
                                                    "lx": {"platform": "linux", "full_size": 10 << 20,
                                                           "rate_mbps": 10}}})
     status, n, el = _timed_read(emu, "/demo/api/processes/4292/dump?dumpType=2")
     assert status == 200 and n == 30 << 20
-    assert 1.5 * 0.97 <= el < 1.5 * 1.5, el
+    assert 1.5 * 0.97 <= el < 1.5 * 2.5, el
+    el_demo = el
     status, n, el = _timed_read(emu, "/fast/api/processes/4292/dump?dumpType=2")
-    assert 0.5 * 0.97 <= el < 0.5 * 2, el
+    assert 0.5 * 0.97 <= el < 0.5 * 4 and el < el_demo, (el, el_demo)
     status, n, el = _timed_read(emu, "/lx/api/processes/85/dump?type=Full")
-    assert n == 10 << 20 and 1.0 * 0.97 <= el < 1.5, el
+    assert n == 10 << 20 and 1.0 * 0.97 <= el < 1.0 * 2.5, el
     status, n, el = _timed_read(emu, "/fast/api/processes/4292/dump?dumpType=2&format=zip")
     assert status == 200 and n > 30 << 20 and el >= 0.5 * 0.97, el
     emu.add_fault(route="dump", kind="rate", mbps=40, count=1)
     status, n, el = _timed_read(emu, "/demo/api/processes/4292/dump?dumpType=2")
-    assert 0.75 * 0.97 <= el < 0.75 * 2, el
-    # JSON is never capped
+    assert 0.75 * 0.97 <= el < 0.75 * 2.5, el
+    # JSON is never capped: a list of 20 000 processes (about 2 MiB) under a 1 MiB/s cap
+    emu.set_site("many", {"count": 20000, "rate_mbps": 1})
     t = time.monotonic()
-    get_json(emu, "/demo/api/processes")
-    assert time.monotonic() - t < 0.5
+    listed = get_json(emu, "/many/api/processes")
+    assert len(listed) == 20000 and time.monotonic() - t < 1.5, time.monotonic() - t
     p = subprocess.Popen(["/usr/bin/python3", kudu_emulator.__file__, "--port", "0", "--rate-mbps", "8",
                           "--spec", '{"sites": {"demo": {"mini_size": 4194304, "dump_delay": 0}}}'],
                          stdout=subprocess.PIPE, text=True)
