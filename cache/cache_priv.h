@@ -126,14 +126,12 @@ static inline bool capture_is_queued_for_one_reader(const struct capture *cap)
 	return cap->state == CAP_QUEUED && cap->in_table && cap->refs == 2;
 }
 
-/* Submit a request; on_done runs later, exactly once (kudu_client_submit,
- * or a unit test's fake). */
-typedef void (*cache_submit_fn)(struct kudu_client *client, struct kudu_request *req);
-
 struct cache {
 	struct kudu_config *cfg;    /* immutable while the cache lives */
 	struct kudu_client *client; /* immutable */
-	cache_submit_fn submit;     /* immutable after cache_new: kudu_client_submit */
+	kudu_submit_fn submit;      /* immutable after cache_new: kudu_client_submit, or a
+				     * unit test's fake; every request of cache/ goes through it
+				     * (cache_fetch for the blocking ones) */
 
 	pthread_mutex_t meta_lock; /* guards meta[*] (struct app_meta, its views) and every
 				      detail_entry */
@@ -169,6 +167,13 @@ void cache_spool_remove_all(struct cache *c);
 void cache_capture_free_all(struct cache *c);
 void cache_capture_info_locked(const struct cache *c, const struct capture *cap,
 			       struct capture_info *info, double now);
+
+/* Submit and wait, through c->submit (kudu_client_fetch_via: its interrupt
+ * hook and its one bearer-token refresh after a 401). Call it holding no lock. */
+static inline int cache_fetch(struct cache *c, struct kudu_request *req)
+{
+	return kudu_client_fetch_via(c->client, c->submit, req);
+}
 
 /* meta.c */
 void cache_meta_free_all(struct cache *c);

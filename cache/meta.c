@@ -422,7 +422,7 @@ int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_l
 	if (!inst_is_app_view(inst))
 		snprintf(req.instance, sizeof(req.instance), "%s", inst);
 	kudu_url_list(a, req.url, sizeof(req.url));
-	kudu_client_fetch(c->client, &req);
+	cache_fetch(c, &req);
 	rc = list_result(c, app, inst, &req, out);
 	kudu_request_reset(&req);
 	return rc;
@@ -491,7 +491,7 @@ void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instan
 		p->c = c;
 		p->app = app;
 		/* the client keeps at most max_conns of these on the wire */
-		kudu_client_submit(c->client, &p->req);
+		c->submit(c->client, &p->req);
 	}
 }
 
@@ -767,7 +767,7 @@ static void detail_submit(struct cache *c, size_t app, const char *inst, const c
 	p->app = app;
 	snprintf(p->inst, sizeof(p->inst), "%s", inst ? inst : "");
 	p->pid = pid;
-	kudu_client_submit(c->client, &p->req);
+	c->submit(c->client, &p->req);
 }
 
 /* Fetch details of every listed process named `name` (all if NULL). */
@@ -854,7 +854,7 @@ int cache_get_part(struct cache *c, size_t app, const char *inst, int pid, enum 
 	else
 		kudu_url_proc_part(c->cfg->apps[app], pid, part_names[part], req.url,
 				   sizeof(req.url));
-	kudu_client_fetch(c->client, &req);
+	cache_fetch(c, &req);
 	rc = detail_result(c, app, inst, pid, part, &req, out);
 	kudu_request_reset(&req);
 	return rc;

@@ -696,15 +696,6 @@ static void resume_json(struct kudu_client *c, double now)
 
 static void complete(struct kudu_request *req)
 {
-	struct sync_wait *w = req->priv_sync;
-
-	if (w) {
-		pthread_mutex_lock(&w->lock);
-		w->done = true;
-		pthread_cond_broadcast(&w->cond);
-		pthread_mutex_unlock(&w->lock);
-		return;
-	}
 	if (req->on_done)
 		req->on_done(req);
 }
@@ -1326,16 +1317,29 @@ bool kudu_client_interrupted(const struct kudu_client *c)
 	return c && c->interrupted && c->interrupted();
 }
 
+/* A synchronous fetch's on_done: wakes its caller. Nothing touches w after
+ * the unlock: the caller may return and take it off its stack at once. */
+static void fetch_done(struct kudu_request *req)
+{
+	struct sync_wait *w = req->arg;
+
+	pthread_mutex_lock(&w->lock);
+	w->done = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
 /* Until the request completed; with an interrupt hook, polled every 200 ms:
  * the caller (a FUSE reader) may leave (Ctrl-C, SIGKILL), and the request is
- * then cancelled and completes at once with -EINTR. */
+ * then cancelled and completes at once with -EINTR. Without a client (a unit
+ * test's fake submitter) there is no hook. */
 static void fetch_wait(struct kudu_client *c, struct kudu_request *req, struct sync_wait *w)
 {
 	pthread_mutex_lock(&w->lock);
 	while (!w->done) {
 		struct timespec ts;
 
-		if (!c->interrupted) {
+		if (!c || !c->interrupted) {
 			pthread_cond_wait(&w->cond, &w->lock);
 			continue;
 		}
@@ -1349,17 +1353,21 @@ static void fetch_wait(struct kudu_client *c, struct kudu_request *req, struct s
 	pthread_mutex_unlock(&w->lock);
 }
 
-static int fetch_once(struct kudu_client *c, struct kudu_request *req)
+static int fetch_once(struct kudu_client *c, kudu_submit_fn submit, struct kudu_request *req)
 {
 	struct sync_wait w = { .done = false };
+	kudu_done_fn on_done = req->on_done;
+	void *arg = req->arg;
 
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
-	/* cppcheck-suppress autoVariables ; cleared below, after the request completed */
-	req->priv_sync = &w;
-	kudu_client_submit(c, req);
+	req->on_done = fetch_done;
+	/* cppcheck-suppress autoVariables ; restored below, after the request completed */
+	req->arg = &w;
+	submit(c, req);
 	fetch_wait(c, req, &w);
-	req->priv_sync = NULL;
+	req->on_done = on_done;
+	req->arg = arg;
 	pthread_cond_destroy(&w.cond);
 	pthread_mutex_destroy(&w.lock);
 	return req->err;
@@ -1367,7 +1375,12 @@ static int fetch_once(struct kudu_client *c, struct kudu_request *req)
 
 int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 {
-	int rc = fetch_once(c, req);
+	return kudu_client_fetch_via(c, kudu_client_submit, req);
+}
+
+int kudu_client_fetch_via(struct kudu_client *c, kudu_submit_fn submit, struct kudu_request *req)
+{
+	int rc = fetch_once(c, submit, req);
 
 	if (rc == -EACCES && req->arm && req->status == 401) {
 		/* ARM tokens expire too (an hour from az): one fresh one, one more try */
@@ -1376,7 +1389,7 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 		if (kudu_app_refresh_arm_token(req->app, req->token_gen, err, sizeof(err)) == 0) {
 			kudu_request_reset(req);
 			req->attempts = 0;
-			rc = fetch_once(c, req);
+			rc = fetch_once(c, submit, req);
 		}
 	} else if (rc == -EACCES && req->app->cred == KUDU_CRED_TOKEN && req->status == 401) {
 		/* bearer tokens expire: get a fresh one and try once more */
@@ -1385,7 +1398,7 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 		if (kudu_app_refresh_token(req->app, err, sizeof(err)) == 0) {
 			kudu_request_reset(req);
 			req->attempts = 0;
-			rc = fetch_once(c, req);
+			rc = fetch_once(c, submit, req);
 		} else {
 			kudu_log(LOG_ERR, "%s: after a 401: %s", req->app->name, err);
 		}

@@ -253,10 +253,9 @@ struct kudu_request {
 	bool preflighted;                  /* private: a pinned dump's instance was checked first */
 
 	/* private to the client */
-	void *priv;      /* struct xfer while on the wire */
-	void *priv_sync; /* kudu_client_fetch's waiter */
-	double t_retry;  /* not before this time (backoff) */
-	double t_begin;  /* first submission: meta_timeout counts from here, retries included */
+	void *priv;     /* struct xfer while on the wire */
+	double t_retry; /* not before this time (backoff) */
+	double t_begin; /* first submission: meta_timeout counts from here, retries included */
 	struct kudu_request *priv_next;
 };
 
@@ -281,8 +280,15 @@ void kudu_request_reset(struct kudu_request *req);
  * transfer thread, or, while the client is being freed, on this thread
  * before kudu_client_submit returns. */
 void kudu_client_submit(struct kudu_client *c, struct kudu_request *req);
-/* Submit and wait. Refreshes a bearer token once on 401. */
+/* How a request is submitted: kudu_client_submit, or a unit test's fake
+ * (which calls on_done exactly once, on any thread, maybe before it returns). */
+typedef void (*kudu_submit_fn)(struct kudu_client *c, struct kudu_request *req);
+/* Submit and wait. Refreshes a bearer token once on 401. The request's own
+ * on_done and arg are set aside meanwhile: the wait uses them. */
 int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req);
+/* kudu_client_fetch through submit (the cache's c->submit): the same wait,
+ * interrupt hook (none when c is NULL) and 401 retry. */
+int kudu_client_fetch_via(struct kudu_client *c, kudu_submit_fn submit, struct kudu_request *req);
 /* GET url, return the JSON body (caller frees). */
 int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url, char **body,
 			 size_t *len, char *err, size_t errlen);

@@ -1,8 +1,8 @@
 /*
  * Unit tests for cache/'s dump captures, without FUSE or a network: the
- * cache's request submitter is replaced by a fake that records each dump
- * request and completes it when a test says so, writing the body into
- * req->fd and calling on_progress/on_done as the transfer thread would.
+ * cache's request submitter is replaced by fake_submit.h's, which records
+ * each dump request and completes it when a test says so, writing the body
+ * into req->fd and calling on_progress/on_done as the transfer thread would.
  *
  * Covered: one dump per app at a time and a FIFO behind it, eviction under
  * cache_max, the retry of a dump after a 401 with a refreshed token, a
@@ -13,6 +13,7 @@
 #include "cache/cache_priv.h"
 #include "kudu/kudu.h"
 #include "check.h"
+#include "fake_submit.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,121 +25,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ---- the fake submitter ---- */
-
-#define FAKE_MAX 64
-
-static struct {
-	pthread_mutex_t lock;                /* guards reqs, n */
-	pthread_cond_t cond;                 /* a request was submitted */
-	struct kudu_request *reqs[FAKE_MAX]; /* in submission order; NULL once completed */
-	int n;
-} fake = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { NULL }, 0 };
-
-static void fake_submit(struct kudu_client *client, struct kudu_request *req)
-{
-	(void)client;
-	pthread_mutex_lock(&fake.lock);
-	if (fake.n < FAKE_MAX)
-		fake.reqs[fake.n++] = req;
-	pthread_cond_broadcast(&fake.cond);
-	pthread_mutex_unlock(&fake.lock);
-}
-
-static int fake_count(void)
-{
-	pthread_mutex_lock(&fake.lock);
-	int n = fake.n;
-	pthread_mutex_unlock(&fake.lock);
-	return n;
-}
-
-/* Wait (at most 10 s) until n requests were submitted. */
-static bool fake_wait_count(int n)
-{
-	struct timespec ts;
-	bool ok;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 10;
-	pthread_mutex_lock(&fake.lock);
-	while (fake.n < n && pthread_cond_timedwait(&fake.cond, &fake.lock, &ts) == 0)
-		;
-	ok = fake.n >= n;
-	pthread_mutex_unlock(&fake.lock);
-	return ok;
-}
-
-static struct kudu_request *fake_req(int i)
-{
-	pthread_mutex_lock(&fake.lock);
-	struct kudu_request *r = i < fake.n ? fake.reqs[i] : NULL;
-	pthread_mutex_unlock(&fake.lock);
-	return r;
-}
-
-/* Deliver body bytes [from, from+len) of request i, as the transfer thread
- * does: pwrite into req->fd, then on_progress with the running total.
- * Returns on_progress's verdict (0 or a positive errno). */
-static int fake_body(int i, const char *data, size_t len, int64_t content_length)
-{
-	struct kudu_request *req = fake_req(i);
-
-	if (!req)
-		return -1;
-	req->status = 200;
-	req->length = content_length;
-	if (pwrite(req->fd, data, len, (off_t)req->bytes) != (ssize_t)len)
-		return EIO;
-	req->bytes += len;
-	return req->on_progress(req, req->bytes);
-}
-
-/* End request i: err 0 with status 200 is a success, else a failure. The
- * request may be freed by on_done, so the fake forgets it first. */
-static void fake_finish(int i, int err, long status, const char *content_type)
-{
-	struct kudu_request *req = fake_req(i);
-
-	if (!req)
-		return;
-	pthread_mutex_lock(&fake.lock);
-	fake.reqs[i] = NULL;
-	pthread_mutex_unlock(&fake.lock);
-	if (!err && atomic_load(&req->cancel))
-		err = -atomic_load(&req->cancel);
-	req->err = err;
-	req->status = status;
-	snprintf(req->content_type, sizeof(req->content_type), "%s", content_type);
-	if (err)
-		snprintf(req->errmsg, sizeof(req->errmsg), "fake: %s (HTTP %ld)", strerror(-err),
-			 status);
-	req->on_done(req);
-}
-
-static void fake_complete(int i, const char *data)
-{
-	int rc = fake_body(i, data, strlen(data), (int64_t)strlen(data));
-
-	fake_finish(i, rc ? -rc : 0, 200, rc ? "" : "application/octet-stream");
-}
-
-/* What kudu_client_free does: everything outstanding ends with ECANCELED
- * (on_done may submit a queued dump: that one is cancelled too). */
-static void fake_cancel_all(void)
-{
-	for (int i = 0; i < fake_count(); i++)
-		fake_finish(i, -ECANCELED, 0, "");
-}
-
-static void fake_reset(void)
-{
-	pthread_mutex_lock(&fake.lock);
-	memset(fake.reqs, 0, sizeof(fake.reqs));
-	fake.n = 0;
-	pthread_mutex_unlock(&fake.lock);
-}
 
 /* ---- fixtures ---- */
 
