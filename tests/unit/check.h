@@ -70,6 +70,21 @@ static inline char *write_file(const char *name, const char *content, mode_t mod
 	return p;
 }
 
+/* Lines in the file at path (0 if it cannot be read): how often a test's
+ * command (token_command, say) ran, when it appends a line each time. */
+static inline int count_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	int n = 0, ch;
+
+	if (!f)
+		return 0;
+	while ((ch = fgetc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
 /* Line-buffered stdout (a crash still shows the FAIL lines before it), and
  * with a tag, tmpdir = /tmp/kudufs-unit-<tag>-XXXXXX. 0, or -1 said on stderr. */
 static inline int check_begin(const char *tag)

@@ -372,19 +372,6 @@ static bool reader_join(struct reader *r)
 	return in_time;
 }
 
-static int count_lines(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	int n = 0, ch;
-
-	if (!f)
-		return 0;
-	while ((ch = fgetc(f)) != EOF)
-		n += ch == '\n';
-	fclose(f);
-	return n;
-}
-
 /* A 401 on a token_command app's dump re-runs token_command once (in the
  * reader's thread) and submits the same dump again; the waiting reader gets
  * the bytes of the second attempt as they land. A second 401 is final. An
