@@ -16,14 +16,16 @@
  *                 max_idle_threads; with -s the main thread alone). Every
  *                 fs/ operation, and so every cache_* call, runs on one.
  *                 A worker may block: on meta_cond while another worker
- *                 fetches the same list or details, in kudu_client_fetch()
- *                 for its own fetch, on a capture's cond until its dump
+ *                 fetches the same list or details, in cache_fetch() for
+ *                 its own (kudu_client_fetch_via through c->submit: waits
+ *                 on the request's sync_wait), on a capture's cond until its dump
  *                 bytes land (waking every 200 ms to poll the interrupted
  *                 callback), and in token_command after a dump's 401.
  *   transfer      kudu/client.c, one per client: drives libcurl and calls
  *                 every request's on_progress and on_done (capture.c's
- *                 on_progress/on_done, meta.c's prefetch_done, the waker
- *                 of kudu_client_fetch), holding no lock of ours. It never
+ *                 on_progress/on_done, meta.c's prefetch_done and
+ *                 list_prefetch_done, the client's fetch_done that wakes a
+ *                 blocking fetch's caller), holding no lock of ours. It never
  *                 waits for a worker; on_done may submit the app's next
  *                 queued dump (kudu_client_submit only enqueues).
  *   signal        fs/main.c: sigwait()s SIGTERM/SIGINT/SIGHUP and unmounts.
@@ -40,7 +42,11 @@
  *   once with -ECANCELED by the submitting thread (kudu.h, kudu_done_fn). In the
  *   mount only the transfer thread itself submits then (a cancelled dump's
  *   on_done starting the app's next queued one), so on_done and on_progress
- *   always run on the transfer thread.
+ *   always run on the transfer thread. Every request of cache/ goes through
+ *   c->submit, but instance discovery's (kudu_instances_discover makes them
+ *   with kudu_client_fetch; with `instances =` configured it makes none).
+ *   The unit tests replace c->submit with a fake (tests/unit/fake_submit.h)
+ *   whose on_done runs on the test's own thread instead.
  *
  * Locks: each guards exactly what is listed
  *   cache.meta_lock      every struct app_meta and its views (struct
@@ -67,7 +73,8 @@
  *                        _arm_token, read for each request).
  *   kudu_client.inst_lock the client's per-app instance state: the app-level
  *                        view's instance and the ids seen in Set-Cookie.
- *   sync_wait.lock       one kudu_client_fetch() call's done flag.
+ *   sync_wait.lock       one blocking fetch's done flag (kudu_client_fetch_via;
+ *                        set by its on_done, fetch_done).
  *   kudufs.handles_lock  fs/'s list of open handles (prev/next).
  *   Not locked: what is immutable once published (cfg, the per-app arrays
  *   themselves, a capture's app/pid/type/url, the content of a cache_list

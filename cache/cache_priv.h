@@ -130,8 +130,8 @@ struct cache {
 	struct kudu_config *cfg;    /* immutable while the cache lives */
 	struct kudu_client *client; /* immutable */
 	kudu_submit_fn submit;      /* immutable after cache_new: kudu_client_submit, or a
-				     * unit test's fake; every request of cache/ goes through it
-				     * (cache_fetch for the blocking ones) */
+				     * unit test's fake; every request of cache/ but instance
+				     * discovery's goes through it (cache_fetch: blocking ones) */
 
 	pthread_mutex_t meta_lock; /* guards meta[*] (struct app_meta, its views) and every
 				      detail_entry */

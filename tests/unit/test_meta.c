@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 /* Three processes: two w3wp (site and Kudu's, told apart by details), one other. */
-#define LIST3                                                                           \
+#define LIST3                                                                          \
 	"[{\"id\":10,\"name\":\"w3wp\",\"href\":\"x\"},{\"id\":11,\"name\":\"w3wp\"}," \
 	"{\"id\":12,\"name\":\"php-cgi\"}]"
 #define DETAILS_SCM "{\"id\":10,\"name\":\"w3wp\",\"is_scm_site\":true}"
@@ -54,19 +54,19 @@ enum op { OP_LIST, OP_DETAILS, OP_ROLE };
  * blocking fetch waits until the test answers its request. */
 struct call {
 	struct env *e;
-	enum op op;
 	size_t app;
 	const char *inst;
-	int pid;             /* OP_DETAILS */
-	enum kudu_role role; /* OP_ROLE */
-	bool counted;        /* the hook counts this thread once it waits for another's fetch */
-	bool interrupt;      /* the hook says this thread's reader has left (Ctrl-C) */
-	int rc;
 	struct cache_list *list;
 	struct cache_blob *blob;
-	char dirname[256];
-	atomic_bool done;
 	pthread_t thread;
+	enum op op;
+	int pid;             /* OP_DETAILS */
+	enum kudu_role role; /* OP_ROLE */
+	int rc;
+	bool counted;   /* the hook counts this thread once it waits for another's fetch */
+	bool interrupt; /* the hook says this thread's reader has left (Ctrl-C) */
+	atomic_bool done;
+	char dirname[256];
 };
 
 static _Thread_local const struct call *tls_call;
@@ -302,8 +302,8 @@ static int find_req(const char *tail)
 }
 
 /* The list of (app, inst), fetched: the request answered with body. */
-static struct cache_list *fetch_list(struct env *e, size_t app, const char *inst,
-				     const char *body, const char *served_by)
+static struct cache_list *fetch_list(struct env *e, size_t app, const char *inst, const char *body,
+				     const char *served_by)
 {
 	struct call k = { .e = e, .op = OP_LIST, .app = app, .inst = inst };
 	int n = fake_count();
@@ -352,7 +352,8 @@ static void test_list_single_flight(void)
 		      "the list: %zu processes", l->nprocs);
 		CHECK(!strcmp(l->instance, "i1"), "from the instance that answered: %s",
 		      l->instance);
-		CHECK(cache_list_find_dir(l, "w3wp-11") == 1 && cache_list_find_dir(l, "w3wp-12") < 0,
+		CHECK(cache_list_find_dir(l, "w3wp-11") == 1 &&
+			      cache_list_find_dir(l, "w3wp-12") < 0,
 		      "find_dir");
 		cache_list_put(l);
 	}
@@ -492,8 +493,8 @@ static void test_list_401_refresh(void)
 		      url_is(1, "/api/processes"),
 	      "the same list request, reset");
 	fake_json(1, LIST3, "i1");
-	CHECK(call_join(&k) && k.rc == 0 && k.list && k.list->nprocs == 3,
-	      "the retry's list: %d", k.rc);
+	CHECK(call_join(&k) && k.rc == 0 && k.list && k.list->nprocs == 3, "the retry's list: %d",
+	      k.rc);
 	cache_list_put(k.list);
 
 	age_list(&e, 0, NULL, 11);
@@ -529,8 +530,7 @@ static void test_details_prefetch(void)
 		return;
 	}
 	cache_prefetch_details(e.c, 0, NULL, l);
-	CHECK(fake_count() == 4, "3 details requests at once, none answered: %d",
-	      fake_count() - 1);
+	CHECK(fake_count() == 4, "3 details requests at once, none answered: %d", fake_count() - 1);
 	r10 = find_req("/api/processes/10");
 	r11 = find_req("/api/processes/11");
 	r12 = find_req("/api/processes/12");
@@ -670,8 +670,8 @@ static void test_rerouted(void)
 	CHECK(fake_count() == 4 && l && !strcmp(l->instance, "i3"),
 	      "the app-level list is fetched again (its instance went): %d", fake_count());
 	call_start(&k);
-	CHECK(fake_wait_count(5) && !strcmp(pinned(4), "i3"),
-	      "details asked again, of i3: '%s'", pinned(4));
+	CHECK(fake_wait_count(5) && !strcmp(pinned(4), "i3"), "details asked again, of i3: '%s'",
+	      pinned(4));
 	fake_json(4, DETAILS_PHP, "i3");
 	CHECK(call_join(&k) && k.rc == 0, "i3's details: %d", k.rc);
 	cache_blob_put(k.blob);
