@@ -291,12 +291,7 @@ static int meta_wait_locked(struct cache *c)
 
 	if (kudu_client_interrupted(c->client))
 		return -EINTR;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += 200 * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	ts = kudu_deadline_in(CLOCK_REALTIME, 200);
 	pthread_cond_timedwait(&c->meta_cond, &c->meta_lock, &ts);
 	return 0;
 }

@@ -54,11 +54,9 @@ static inline int fake_count(void)
 /* Wait (at most 10 s) until n requests were submitted. */
 static inline bool fake_wait_count(int n)
 {
-	struct timespec ts;
+	struct timespec ts = kudu_deadline_in(CLOCK_REALTIME, 10000);
 	bool ok;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 10;
 	pthread_mutex_lock(&fake.lock);
 	while (fake.n < n && pthread_cond_timedwait(&fake.cond, &fake.lock, &ts) == 0)
 		;
