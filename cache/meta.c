@@ -298,8 +298,17 @@ static int meta_wait_locked(struct cache *c)
 
 /* Parse and store a list response of view (app, inst) (inflight was
  * claimed for it); *out (if given) gets a reference. */
+/* Whether an error answer is kept (for neg_ttl) for the readers that follow.
+ * Not a reader that left (EINTR: it says nothing about the server), nor a
+ * prefetch's 401 that a fresh token may cure: the transfer thread runs no
+ * token command, the next reader's own fetch does (kudu_client_fetch_via). */
+static bool error_is_kept(const struct kudu_request *req, bool prefetch)
+{
+	return req->err != -EINTR && !(prefetch && kudu_request_token_expired(req));
+}
+
 static int list_result(struct cache *c, size_t app, const char *inst, struct kudu_request *req,
-		       struct cache_list **out)
+		       bool prefetch, struct cache_list **out)
 {
 	struct kudu_app *a = c->cfg->apps[app];
 	struct view_meta *v;
@@ -353,8 +362,7 @@ static int list_result(struct cache *c, size_t app, const char *inst, struct kud
 	} else if (l) {
 		cache_list_put(l); /* the instance went while its list was on the wire */
 		rc = -ENOENT;
-	} else if (v && rc != -EINTR) {
-		/* (an interrupted fetch says nothing about the server) */
+	} else if (v && error_is_kept(req, prefetch)) {
 		v->list_err = rc;
 		v->list_err_at = kudu_now();
 		snprintf(v->list_errmsg, sizeof(v->list_errmsg), "%s", err);
@@ -418,7 +426,7 @@ int cache_get_list(struct cache *c, size_t app, const char *inst, struct cache_l
 		snprintf(req.instance, sizeof(req.instance), "%s", inst);
 	kudu_url_list(a, req.url, sizeof(req.url));
 	cache_fetch(c, &req);
-	rc = list_result(c, app, inst, &req, out);
+	rc = list_result(c, app, inst, &req, false, out);
 	kudu_request_reset(&req);
 	return rc;
 }
@@ -445,7 +453,7 @@ static void list_prefetch_done(struct kudu_request *req)
 {
 	struct list_prefetch *p = req->arg;
 
-	list_result(p->c, p->app, req->instance, req, NULL);
+	list_result(p->c, p->app, req->instance, req, true, NULL);
 	kudu_request_reset(req);
 	free(p);
 }
@@ -475,7 +483,7 @@ void cache_prefetch_lists(struct cache *c, size_t app, const struct cache_instan
 			snprintf(failed.instance, sizeof(failed.instance), "%s", l->ids[i]);
 			failed.err = -ENOMEM;
 			snprintf(failed.errmsg, sizeof(failed.errmsg), "out of memory");
-			list_result(c, app, l->ids[i], &failed, NULL);
+			list_result(c, app, l->ids[i], &failed, true, NULL);
 			continue;
 		}
 		kudu_request_init(&p->req, a, KUDU_REQ_JSON);
@@ -643,9 +651,10 @@ static int details_parse(enum cache_part part, const char *body, size_t len,
 
 /* Store a result under meta_lock; wakes everyone waiting for details. A
  * view that went meanwhile takes nothing, nor one now on another instance
- * than the result's (pin): those details are of another process. */
+ * than the result's (pin): those details are of another process. An error
+ * that is not kept (error_is_kept) leaves the entry to the next reader. */
 static void detail_store(struct cache *c, size_t app, const char *inst, const char *pin, int pid,
-			 enum cache_part part, int rc, struct cache_blob *blob)
+			 enum cache_part part, int rc, bool kept, struct cache_blob *blob)
 {
 	struct view_meta *v;
 	struct detail_entry *e = NULL;
@@ -657,9 +666,9 @@ static void detail_store(struct cache *c, size_t app, const char *inst, const ch
 		e = detail_lookup(v, pid, part, true);
 	if (e)
 		view_pin_locked(v, now_pin, sizeof(now_pin));
-	if (e && (strcmp(now_pin, pin) || rc == -EINTR)) {
-		/* another instance now, or the fetching reader left (EINTR): not
-		 * an answer to keep; the next reader fetches again */
+	if (e && (strcmp(now_pin, pin) || !kept)) {
+		/* another instance now, or not an answer to keep: the next
+		 * reader fetches again */
 		e->inflight = false; /* not fresh: the next reader fetches from the view's instance
 				      */
 		e->err = 0;
@@ -688,7 +697,8 @@ static const char *view_label(const char *inst)
 static const char *const part_names[] = { "details", "threads", "modules" };
 
 static int detail_result(struct cache *c, size_t app, const char *inst, int pid,
-			 enum cache_part part, struct kudu_request *req, struct cache_blob **out)
+			 enum cache_part part, struct kudu_request *req, bool prefetch,
+			 struct cache_blob **out)
 {
 	struct cache_blob *blob = NULL;
 	char err[KUDU_ERRLEN];
@@ -710,7 +720,8 @@ static int detail_result(struct cache *c, size_t app, const char *inst, int pid,
 		atomic_fetch_add(&blob->refs, 1);
 		*out = blob;
 	}
-	detail_store(c, app, inst, req->instance, pid, part, rc, blob);
+	detail_store(c, app, inst, req->instance, pid, part, rc, error_is_kept(req, prefetch),
+		     blob);
 	if (req->rerouted)
 		cache_instance_gone(c, app, req->instance, req->served_by);
 	return rc;
@@ -728,7 +739,7 @@ static void prefetch_done(struct kudu_request *req)
 {
 	struct prefetch *p = req->arg;
 
-	detail_result(p->c, p->app, p->inst, p->pid, CACHE_PART_DETAILS, req, NULL);
+	detail_result(p->c, p->app, p->inst, p->pid, CACHE_PART_DETAILS, req, true, NULL);
 	kudu_request_reset(req);
 	free(p);
 }
@@ -750,7 +761,7 @@ static void detail_submit(struct cache *c, size_t app, const char *inst, const c
 	struct prefetch *p = calloc(1, sizeof(*p));
 
 	if (!p) {
-		detail_store(c, app, inst, pin, pid, CACHE_PART_DETAILS, -ENOMEM, NULL);
+		detail_store(c, app, inst, pin, pid, CACHE_PART_DETAILS, -ENOMEM, true, NULL);
 		return;
 	}
 	kudu_request_init(&p->req, c->cfg->apps[app], KUDU_REQ_JSON);
@@ -850,7 +861,7 @@ int cache_get_part(struct cache *c, size_t app, const char *inst, int pid, enum 
 		kudu_url_proc_part(c->cfg->apps[app], pid, part_names[part], req.url,
 				   sizeof(req.url));
 	cache_fetch(c, &req);
-	rc = detail_result(c, app, inst, pid, part, &req, out);
+	rc = detail_result(c, app, inst, pid, part, &req, false, out);
 	kudu_request_reset(&req);
 	return rc;
 }

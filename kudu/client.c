@@ -1378,11 +1378,19 @@ int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req)
 	return kudu_client_fetch_via(c, kudu_client_submit, req);
 }
 
+bool kudu_request_token_expired(const struct kudu_request *req)
+{
+	return req->err == -EACCES && req->status == 401 &&
+	       (req->arm || req->app->cred == KUDU_CRED_TOKEN);
+}
+
 int kudu_client_fetch_via(struct kudu_client *c, kudu_submit_fn submit, struct kudu_request *req)
 {
 	int rc = fetch_once(c, submit, req);
 
-	if (rc == -EACCES && req->arm && req->status == 401) {
+	if (!kudu_request_token_expired(req))
+		return rc;
+	if (req->arm) {
 		/* ARM tokens expire too (an hour from az): one fresh one, one more try */
 		char err[KUDU_ERRLEN];
 
@@ -1391,7 +1399,7 @@ int kudu_client_fetch_via(struct kudu_client *c, kudu_submit_fn submit, struct k
 			req->attempts = 0;
 			rc = fetch_once(c, submit, req);
 		}
-	} else if (rc == -EACCES && req->app->cred == KUDU_CRED_TOKEN && req->status == 401) {
+	} else {
 		/* bearer tokens expire: get a fresh one and try once more */
 		char err[KUDU_ERRLEN];
 

@@ -288,6 +288,10 @@ typedef void (*kudu_submit_fn)(struct kudu_client *c, struct kudu_request *req);
 int kudu_client_fetch(struct kudu_client *c, struct kudu_request *req);
 /* kudu_client_fetch through submit (the cache's c->submit): the same wait,
  * interrupt hook (none when c is NULL) and 401 retry. */
+/* The request ended in a 401 that a fresh token may cure (an ARM request, or
+ * an app with a bearer token): kudu_client_fetch_via refreshes the token once
+ * and retries; a prefetch leaves it for the next reader's fetch. */
+bool kudu_request_token_expired(const struct kudu_request *req);
 int kudu_client_fetch_via(struct kudu_client *c, kudu_submit_fn submit, struct kudu_request *req);
 /* GET url, return the JSON body (caller frees). */
 int kudu_client_get_json(struct kudu_client *c, struct kudu_app *app, const char *url, char **body,

@@ -11,7 +11,8 @@
  * neg_ttl; list errors (the client's errno passes through, a body that is no
  * list is EIO, 404 drops the list, none is served as a success, an
  * interrupted fetch is not cached); the one token refresh after a 401 of a
- * blocking fetch; the details prefetch (every listed process at once, pinned
+ * blocking fetch, and a prefetch's 401 left to the next reader's fetch (a
+ * token app) or kept (no token); the details prefetch (every listed process at once, pinned
  * to the list's instance; the client, not meta.c, keeps max_conns on the
  * wire); the site/scm lookup fetching its candidates in parallel; answers
  * from another instance than the one asked (rerouted) never kept, the
@@ -511,6 +512,61 @@ static void test_list_401_refresh(void)
 
 /* ---- details ---- */
 
+/* A prefetch's 401 on a token_command app (the token expired) is not kept:
+ * the transfer thread runs no token command, so the next reader of those
+ * details fetches them itself, which refreshes the token and retries once.
+ * Without a token to refresh the 401 is kept (for neg_ttl) as before. */
+static void test_prefetch_401_left_to_the_reader(void)
+{
+	struct env e;
+	struct call k = { .e = &e, .op = OP_DETAILS, .app = 0, .pid = 11 };
+	struct cache_list *l;
+	int r11, n;
+
+	env_open(&e, true);
+	unlink(path_in_tmp("token-calls"));
+	l = fetch_list(&e, 0, NULL, LIST3, "i1");
+	if (!l) {
+		env_close(&e);
+		return;
+	}
+	cache_prefetch_details(e.c, 0, NULL, l);
+	r11 = find_req("/api/processes/11");
+	CHECK(r11 > 0, "the prefetch of pid 11");
+	fake_finish(r11, -EACCES, 401, "");
+	CHECK(count_lines(path_in_tmp("token-calls")) <= 0, "no token command on the prefetch");
+	n = fake_count();
+	call_start(&k);
+	CHECK(fake_wait_count(n + 1), "the reader fetches the details itself");
+	fake_finish(n, -EACCES, 401, "");
+	CHECK(fake_wait_count(n + 2), "and retries after the 401");
+	CHECK(count_lines(path_in_tmp("token-calls")) == 1,
+	      "with a fresh token (command ran once)");
+	fake_json(n + 1, DETAILS_SITE, "i1");
+	CHECK(call_join(&k) && k.rc == 0 && k.blob && !k.blob->is_scm,
+	      "the reader gets the details, not the prefetch's EACCES: %d", k.rc);
+	cache_blob_put(k.blob);
+	cache_list_put(l);
+	env_close(&e);
+
+	/* no token: the prefetch's 401 is the answer, kept for neg_ttl */
+	env_open(&e, false);
+	l = fetch_list(&e, 0, NULL, LIST3, "i1");
+	if (!l) {
+		env_close(&e);
+		return;
+	}
+	cache_prefetch_details(e.c, 0, NULL, l);
+	r11 = find_req("/api/processes/11");
+	fake_finish(r11, -EACCES, 401, "");
+	n = fake_count();
+	k.counted = false;
+	CHECK(call_cached(&k) && k.rc == -EACCES, "EACCES from cache: %d", k.rc);
+	CHECK(fake_count() == n, "no request: %d", fake_count() - n);
+	cache_list_put(l);
+	env_close(&e);
+}
+
 /* The prefetch (readdir) submits every listed process's details at once,
  * pinned to the instance the list came from; the client, not meta.c, keeps
  * max_conns of them on the wire. A process in flight or fresh is not asked
@@ -689,6 +745,7 @@ int main(void)
 	test_list_errors();
 	test_list_401_refresh();
 	test_details_prefetch();
+	test_prefetch_401_left_to_the_reader();
 	test_role_parallel();
 	test_prefetch_lists();
 	test_rerouted();
