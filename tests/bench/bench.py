@@ -493,6 +493,32 @@ class Bench:
                           f" {statistics.median(r['daemon_cpu_s'] for r in kn):.2f} s, emulator CPU"
                           f" {statistics.median(r['emulator_cpu_s'] for r in kn):.2f} s vs"
                           f" {statistics.median(r['emulator_cpu_s'] for r in cn):.2f} s")
+            # Diagnostic: the limit of a reader that spools. kudufs's first cp writes every
+            # byte twice (its spool, then the destination); curl writing the dump to two files
+            # of the same file system (curl | tee SPOOL > FILE) does that work, and nothing else.
+            dst = os.path.join(self.out, "dump.dmp")
+            spool2 = os.path.join(self.out, "dump.spool")
+
+            def tee_side():
+                quiesce()
+                with Meter(self) as t:
+                    run(["bash", "-c", 'set -o pipefail; curl -K "$1" "$2" | tee "$3" > "$4"', "tee",
+                         self.curlcfg, url, spool2, dst])
+                sizes = (os.path.getsize(dst), os.path.getsize(spool2))
+                os.unlink(dst)
+                os.unlink(spool2)
+                if sizes != (STREAM_SIZE, STREAM_SIZE):
+                    raise RuntimeError(f"curl | tee gave {sizes} bytes, want {STREAM_SIZE}")
+                return t.record(bytes=STREAM_SIZE)
+
+            ks, ts = self.pairs(ROUNDS, kudufs_side, tee_side)
+            km = statistics.median(r["wall_s"] for r in ks)
+            tm = statistics.median(r["wall_s"] for r in ts)
+            self.add_diag("first read against two writes: kudufs cp vs curl | tee SPOOL > FILE",
+                          summary([t["wall_s"] / k["wall_s"] for k, t in zip(ks, ts)]),
+                          {"kudufs_cp": ks, "curl_tee_two_files": ts},
+                          f"ratio {tm / km:.2f} (kudufs cp {fmt_s(km)} = {STREAM_SIZE / km / MIB:.0f} MiB/s,"
+                          f" curl | tee {fmt_s(tm)} = {STREAM_SIZE / tm / MIB:.0f} MiB/s)")
         finally:
             m.close()
 
