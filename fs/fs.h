@@ -58,6 +58,8 @@ struct fs_node {
 extern const struct fuse_operations fs_operations;
 
 struct fs_handle;
+/* The open-handle list's lock and condition (before the loop). */
+void fs_handles_init(struct kudufs *k);
 /* After the loop: free the handles the kernel never released. */
 void fs_release_handles(struct kudufs *k);
 /* Wait up to timeout_ms for every open handle to be released: 0, or

@@ -546,15 +546,7 @@ int main(int argc, char *argv[])
 	k.cfg = &cfg;
 	k.mounted_at = time(NULL);
 	k.single_thread = fo.singlethread != 0;
-	pthread_mutex_init(&k.handles_lock, NULL);
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&k.handles_gone, &ca);
-		pthread_condattr_destroy(&ca);
-	}
+	fs_handles_init(&k);
 	k.uid = getuid();
 	k.gid = getgid();
 	fuse_opt_add_arg(&args, "-o");
@@ -610,9 +602,9 @@ int main(int argc, char *argv[])
 		ret = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	if (ret != 0)
+	if (ret != 0) /* a -errno from the session, or libfuse's own -1 */
 		kudu_log(LOG_ERR, "the FUSE session ended with an error: %s",
-			 ret < 0 ? strerror(-ret) : "a failed request loop");
+			 ret < -1 ? strerror(-ret) : "libfuse's loop failed");
 	ret = ret == 0 ? 0 : 1;
 	fs_signals_stop(&sig);
 	fs_release_handles(&k);

@@ -673,6 +673,17 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+void fs_handles_init(struct kudufs *k)
+{
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&k->handles_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* fs_wait_handles_released's clock */
+	pthread_cond_init(&k->handles_gone, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 int fs_wait_handles_released(struct kudufs *k, int timeout_ms)
 {
 	struct timespec end = kudu_deadline_in(CLOCK_MONOTONIC, timeout_ms);

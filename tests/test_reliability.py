@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import kudu_fetch, run_kudufs, wait_for, write_private
+from helpers import kudu_fetch, run_kudufs, stop_process, wait_for, write_private
 
 
 def run(args, home, timeout=60):
@@ -405,9 +405,7 @@ def test_sigterm_answers_waiting_and_queued_readers_enotconn(make_emulator, tmp_
         assert m.proc.wait(timeout=15) == 0
     finally:
         for r in readers:
-            if r.poll() is None:
-                r.kill()
-                r.wait()
+            stop_process(r, timeout=0)
         m.unmount()
 
 
@@ -444,9 +442,7 @@ def test_killed_reader_of_a_hung_list_or_details_leaves_at_once(make_emulator, t
         assert "w3wp-4292" in os.listdir(mnt / "demo")
     finally:
         for r in readers:
-            if r.poll() is None:
-                r.kill()
-                r.wait()
+            stop_process(r, timeout=0)
         m.unmount()
 
 

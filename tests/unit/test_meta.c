@@ -25,6 +25,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -316,6 +317,18 @@ static struct cache_list *fetch_list(struct env *e, size_t app, const char *inst
 	return k.rc == 0 ? k.list : NULL;
 }
 
+/* A reader's list fetch, its request answered with the client's error err
+ * (HTTP status): the reader's rc, INT_MIN if it never returned. */
+static int list_failed(struct call *k, int err, long status, const char *ctype)
+{
+	int n = fake_count();
+
+	call_start(k);
+	CHECK(fake_wait_count(n + 1), "request");
+	fake_finish(n, err, status, ctype);
+	return call_join(k) ? k->rc : INT_MIN;
+}
+
 /* ---- lists ---- */
 
 /* Readers of one list while it is on the wire wait for that request; all
@@ -402,10 +415,8 @@ static void test_list_errors(void)
 	int n;
 
 	env_open(&e, false);
-	call_start(&k);
-	CHECK(fake_wait_count(1), "request");
-	fake_finish(0, -EIO, 500, "text/html");
-	CHECK(call_join(&k) && k.rc == -EIO, "a 500 (EIO from the client): %d", k.rc);
+	CHECK(list_failed(&k, -EIO, 500, "text/html") == -EIO, "a 500 (EIO from the client): %d",
+	      k.rc);
 	cache_list_error(e.c, 0, NULL, msg, sizeof(msg));
 	CHECK(strstr(msg, "HTTP 500") != NULL, "cache_list_error: '%s'", msg);
 	CHECK(call_cached(&k) && k.rc == -EIO, "the error again within neg_ttl, no request: %d",
@@ -427,20 +438,13 @@ static void test_list_errors(void)
 	/* 401 without a token to refresh: final */
 	age_list_err(&e, 0, NULL, 3);
 	n = fake_count();
-	call_start(&k);
-	CHECK(fake_wait_count(n + 1), "request");
-	fake_finish(n, -EACCES, 401, "");
-	CHECK(call_join(&k) && k.rc == -EACCES, "401: EACCES, %d", k.rc);
+	CHECK(list_failed(&k, -EACCES, 401, "") == -EACCES, "401: EACCES, %d", k.rc);
 	CHECK(fake_count() == n + 1, "no retry without a token: %d", fake_count());
 	CHECK(call_cached(&k) && k.rc == -EACCES, "kept for neg_ttl: %d", k.rc);
 
 	/* 404: the app is gone; its list goes too */
 	age_list_err(&e, 0, NULL, 3);
-	n = fake_count();
-	call_start(&k);
-	CHECK(fake_wait_count(n + 1), "request");
-	fake_finish(n, -ENOENT, 404, "");
-	CHECK(call_join(&k) && k.rc == -ENOENT, "404: ENOENT, %d", k.rc);
+	CHECK(list_failed(&k, -ENOENT, 404, "") == -ENOENT, "404: ENOENT, %d", k.rc);
 	pthread_mutex_lock(&e.c->meta_lock);
 	CHECK(e.c->meta[0].view.list == NULL, "the cached list is dropped on 404");
 	pthread_mutex_unlock(&e.c->meta_lock);
@@ -516,24 +520,36 @@ static void test_list_401_refresh(void)
  * the transfer thread runs no token command, so the next reader of those
  * details fetches them itself, which refreshes the token and retries once.
  * Without a token to refresh the 401 is kept (for neg_ttl) as before. */
+/* A fresh env (a token_command app if token) whose details prefetch of pid
+ * 11 was answered 401; the list it came from (NULL, env closed, if none). */
+static struct cache_list *prefetch_answered_401(struct env *e, bool token)
+{
+	struct cache_list *l;
+	int r11;
+
+	env_open(e, token);
+	unlink(path_in_tmp("token-calls"));
+	l = fetch_list(e, 0, NULL, LIST3, "i1");
+	if (!l) {
+		env_close(e);
+		return NULL;
+	}
+	cache_prefetch_details(e->c, 0, NULL, l);
+	r11 = find_req("/api/processes/11");
+	CHECK(r11 > 0, "the prefetch of pid 11");
+	fake_finish(r11, -EACCES, 401, "");
+	return l;
+}
+
 static void test_prefetch_401_left_to_the_reader(void)
 {
 	struct env e;
 	struct call k = { .e = &e, .op = OP_DETAILS, .app = 0, .pid = 11 };
 	struct cache_list *l;
-	int r11, n;
+	int n;
 
-	env_open(&e, true);
-	unlink(path_in_tmp("token-calls"));
-	l = fetch_list(&e, 0, NULL, LIST3, "i1");
-	if (!l) {
-		env_close(&e);
+	if (!(l = prefetch_answered_401(&e, true)))
 		return;
-	}
-	cache_prefetch_details(e.c, 0, NULL, l);
-	r11 = find_req("/api/processes/11");
-	CHECK(r11 > 0, "the prefetch of pid 11");
-	fake_finish(r11, -EACCES, 401, "");
 	CHECK(count_lines(path_in_tmp("token-calls")) <= 0, "no token command on the prefetch");
 	n = fake_count();
 	call_start(&k);
@@ -550,15 +566,8 @@ static void test_prefetch_401_left_to_the_reader(void)
 	env_close(&e);
 
 	/* no token: the prefetch's 401 is the answer, kept for neg_ttl */
-	env_open(&e, false);
-	l = fetch_list(&e, 0, NULL, LIST3, "i1");
-	if (!l) {
-		env_close(&e);
+	if (!(l = prefetch_answered_401(&e, false)))
 		return;
-	}
-	cache_prefetch_details(e.c, 0, NULL, l);
-	r11 = find_req("/api/processes/11");
-	fake_finish(r11, -EACCES, 401, "");
 	n = fake_count();
 	k.counted = false;
 	CHECK(call_cached(&k) && k.rc == -EACCES, "EACCES from cache: %d", k.rc);
