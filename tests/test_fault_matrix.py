@@ -9,8 +9,13 @@ the way a user would (ls, cat, cp, readlink in a subprocess) and asserts
   - the call returned within its bound (the bounds its requests have, from
     the short -o timeouts below, plus slack for a loaded machine),
 then clears the fault and asserts the mount serves that operation correctly.
-One mount for all cells: list/details/dump TTLs are 0 so every operation
-asks the server again.
+list/details/dump TTLs are 0 so every operation asks the server again.
+
+Most of a cell's time is waiting on a timeout, so the cells run in SHARDS
+shards at once, each with its own emulator (faults, dump files, restarts and
+"connection refused" are per emulator) and its own mount (own cache_dir): a
+fault injected for one shard never reaches another. Each shard takes the next
+cell from one queue, the slowest first, so they end together.
 """
 import errno
 import hashlib
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 from conftest import start_mount, wait_emulator_idle, wait_for, write_config
 
@@ -30,6 +36,9 @@ OPTS = [f"meta_timeout={META}", f"first_byte_timeout={FIRST_BYTE}", f"stall_time
 SLACK = 4.0
 SITE_PID, SITE_DIR = 4292, "w3wp-4292"
 MINI, FULL = 256 << 10, 1 << 20
+SPEC = {"sites": {"demo": {"mini_size": MINI, "full_size": FULL, "dump_delay": 0,
+                           "release_on_disconnect": True}}}
+SHARDS = 3
 
 # operation -> (route its fault goes on, bound in seconds: the requests it waits for)
 OPS = {
@@ -197,6 +206,16 @@ def run_cell(mx, emu, fault_name, op):
     return cell
 
 
+def cost(fault_name, op):
+    """A rough guess of a cell's seconds, to hand out the slow cells first: a
+    cell that waits on a timeout takes about its bound, and the emulator's
+    handler sleeps on for the fault's seconds (the recovery waits for it)."""
+    spec, want_json, want_dump = FAULTS[fault_name]
+    if (want_dump if op in DUMP_OPS else want_json) != T:
+        return 0
+    return OPS[op][1] + (spec or {}).get("seconds", 0)
+
+
 def print_table(cells, write):
     ops = list(OPS)
     w = max(len(f) for f in FAULTS) + 2
@@ -207,7 +226,7 @@ def print_table(cells, write):
     for f in FAULTS:
         row = f.ljust(w)
         for o in ops:
-            c = cells[(f, o)]
+            c = cells.get((f, o), {"got": "-", "secs": 0, "problems": ["not run"]})
             mark = "*" if c["problems"] else ""
             row += ("%s %.1fs%s" % (c["got"], c["secs"], mark)).ljust(cw)
             problems += ["%s x %s: %s" % (f, o, "; ".join(c["problems"]))] if c["problems"] else []
@@ -217,29 +236,90 @@ def print_table(cells, write):
     return problems
 
 
+class Shard:
+    """One emulator and one kudufs mount of their own, and the cells run on them."""
+
+    def __init__(self):
+        self.emu = self.mount = self.tmp = None
+        self.ran, self.busy, self.error = 0, 0.0, None
+
+    def start(self, make_emulator, tmp):
+        """The emulator (make_emulator stops it at teardown) and the mount (the caller
+        unmounts it, mounted or not)."""
+        self.tmp = tmp
+        tmp.mkdir()
+        self.emu = make_emulator(SPEC)
+        cfg = write_config(str(tmp), {"demo": self.emu.url("demo")})
+        mnt = tmp / "mnt"
+        mnt.mkdir()
+        self.mount = start_mount(cfg, str(mnt), str(tmp), opts=OPTS)
+
+    def run(self, todo, lock, cells, stop):
+        """Take cells from todo (under lock) until it is empty or stop is set. An exception
+        ends this shard (its emulator or mount may be gone): the cell records it, the
+        other shards take the cells left."""
+        cell = None
+        try:
+            assert self.mount.mounted, self.mount.log()
+            mx = Matrix(self.emu, self.mount.path, str(self.tmp))
+            for op in OPS:  # the healthy baseline
+                got, _, problem = mx.op(op)
+                assert got == OK and not problem, (op, got, problem)
+            while not stop.is_set():
+                with lock:
+                    if not todo:
+                        return
+                    cell = todo.pop(0)
+                t0 = time.monotonic()
+                result = run_cell(mx, self.emu, *cell)
+                self.busy += time.monotonic() - t0
+                self.ran += 1
+                with lock:
+                    cells[cell] = result
+                cell = None
+        except BaseException:
+            self.error = "%s\n%s" % ("%s x %s" % cell if cell else "baseline",
+                                      traceback.format_exc())
+            if cell:
+                with lock:
+                    cells[cell] = {"got": "RAISED", "secs": 0, "problems": ["raised, see below"]}
+
+
 def test_fault_matrix(make_emulator, tmp_path, capsys):
-    emu = make_emulator({"sites": {"demo": {"mini_size": MINI, "full_size": FULL, "dump_delay": 0,
-                                            "release_on_disconnect": True}}})
-    cfg = write_config(str(tmp_path), {"demo": emu.url("demo")})
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    m = start_mount(cfg, str(mnt), str(tmp_path), opts=OPTS)
-    cells = {}
+    cells, shards, threads = {}, [], []
+    lock, stop = threading.Lock(), threading.Event()
+    # the slowest first (a stable sort: the table's order among equals)
+    todo = sorted(((f, op) for f in FAULTS for op in OPS), key=lambda c: -cost(*c))
     try:
-        assert m.mounted, m.log()
-        mx = Matrix(emu, str(mnt), str(tmp_path))
-        for op in OPS:  # the healthy baseline
-            got, _, problem = mx.op(op)
-            assert got == OK and not problem, (op, got, problem)
+        for i in range(SHARDS):
+            shards.append(Shard())
+            shards[-1].start(make_emulator, tmp_path / ("shard%d" % i))
         t0 = time.monotonic()
-        for f in FAULTS:
-            for op in OPS:
-                cells[(f, op)] = run_cell(mx, emu, f, op)
+        for sh in shards:
+            th = threading.Thread(target=sh.run, args=(todo, lock, cells, stop), daemon=True)
+            th.start()
+            threads.append(th)
+        # every cell ends by itself (each call has its timeout); a deadline all the same
+        deadline = t0 + 300
+        for th in threads:
+            th.join(max(0, deadline - time.monotonic()))
         elapsed = time.monotonic() - t0
-        with capsys.disabled():
+        stop.set()
+        with lock, capsys.disabled():
             problems = print_table(cells, lambda s: print(s, end=""))
-            print("%d cells in %.0f s" % (len(cells), elapsed))
-        assert m.proc.poll() is None, "kudufs died:\n" + m.log()[-3000:]
-        assert not problems, "\n".join(problems)
+            print("%d cells in %.0f s, %d shards (%s)" % (
+                len(cells), elapsed, len(shards),
+                ", ".join("%d cells %.0f s" % (sh.ran, sh.busy) for sh in shards)))
+        failures = problems + [sh.error for sh in shards if sh.error]
+        failures += ["shard %d still runs after 300 s" % i for i, th in enumerate(threads)
+                     if th.is_alive()]
+        failures += ["kudufs died:\n" + sh.mount.log()[-3000:] for sh in shards
+                     if sh.mount.proc.poll() is not None]
+        assert not failures, "\n".join(failures)
     finally:
-        m.unmount()
+        stop.set()
+        for sh in shards:
+            if sh.mount is not None:
+                sh.mount.unmount()
+        for th in threads:  # unmounted, a cell still running fails fast
+            th.join(30)
