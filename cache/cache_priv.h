@@ -65,6 +65,44 @@ struct app_dumps {
 	struct capture *q_head, *q_tail; /* cap_lock: CAP_QUEUED captures, FIFO via qnext */
 };
 
+/*
+ * How a capture's bytes go through its spool file (spool.c).
+ *
+ * In: libcurl hands the body over 16 KiB at a time; the sink gathers it
+ * into SPOOL_CHUNK pieces and writes each with one pwrite(). Readers at
+ * the download's edge copy the bytes not yet written out of that buffer.
+ *
+ * Out, and the page cache: each byte is written to the file's page cache
+ * and read back by a reader right behind; kept there, the spool would grow
+ * the page cache by a whole dump on top of the reader's own copy (cp's
+ * destination). So it is recycled: every SPOOL_STEP written is sent to disk
+ * at once (sync_file_range, asynchronous), and a sequential reader drops
+ * what is a step behind it (POSIX_FADV_DONTNEED, which frees only pages
+ * already clean). A first read then takes new pages for about one copy of
+ * the dump, as curl -o does, not two (README, Performance); a reader
+ * further behind, or a later one, reads the file back from disk.
+ *
+ * Threads: the transfer thread appends and flushes; readers copy. The
+ * buffer's bytes below what a reader may ask for (cap->bytes, seen under
+ * cap_lock after the append) do not change until flushed has moved past
+ * them, so only that move, freeing the buffer and a reader's copy out of it
+ * take the lock. It is a leaf: nothing is taken under it, and it is never
+ * taken under cap_lock.
+ */
+#define SPOOL_CHUNK (1u << 20)
+#define SPOOL_STEP (8u << 20)
+
+struct spool_sink {
+	int fd;               /* transfer thread: the spool file (the capture's fd) */
+	size_t fill;          /* transfer thread: bytes in buf */
+	uint64_t kicked;      /* transfer thread: writeback started below this */
+	pthread_mutex_t lock; /* guards buf (freeing it, copying out of it) and the rest */
+	char *buf;            /* SPOOL_CHUNK bytes while downloading, else NULL */
+	uint64_t flushed;     /* [0, flushed) is in the file, [flushed, +fill) in buf */
+	uint64_t read_next;   /* where the last read ended */
+	uint64_t dropped;     /* the page cache below this was dropped */
+};
+
 enum capture_auth {
 	AUTH_FRESH,      /* no 401 seen */
 	AUTH_REFRESHING, /* a reader is re-running token_command (cap_lock dropped) */
@@ -94,6 +132,7 @@ struct capture {
 	int fd;                   /* cap_lock; readers pread() it unlocked while they hold a
 				   * reference (it is only closed at the last put, or by the
 				   * 401 retry, which comes before any body byte) */
+	struct spool_sink sink;   /* the body's way into fd and out (spool.c) */
 	char *path;               /* cap_lock: spool file, NULL once unlinked */
 	uint64_t bytes;           /* cap_lock: body bytes in the spool */
 	int64_t length;           /* cap_lock: Content-Length, -1 unknown */
@@ -162,6 +201,22 @@ int cache_spool_init(struct cache *c, char *err, size_t errlen);
  * Returns the fd and sets *path, or returns -errno with *path NULL. */
 int cache_spool_create_locked(struct cache *c, const struct capture *cap, char **path);
 void cache_spool_remove_all(struct cache *c);
+/* The sink of a capture: set up once, opened on the spool file at each
+ * start, closed when its download ends (its buffer goes), destroyed with
+ * the capture. */
+void cache_spool_sink_init(struct spool_sink *s);
+void cache_spool_sink_open(struct spool_sink *s, int fd);
+void cache_spool_sink_close(struct spool_sink *s);
+void cache_spool_sink_destroy(struct spool_sink *s);
+/* Transfer thread: append body bytes; at the end of a whole body, write
+ * what the buffer holds (and close). 0 or -errno (ENOSPC, EIO, ...). */
+int cache_spool_append(struct spool_sink *s, const char *data, size_t n);
+int cache_spool_finish(struct spool_sink *s);
+/* Readers: size bytes at off, all below what the transfer thread has
+ * appended, from the file (their reference keeps fd open) or the buffer;
+ * the page cache behind a sequential reader is dropped. Returns size,
+ * fewer if the download failed meanwhile (its buffer is gone), or -errno. */
+ssize_t cache_spool_read(struct spool_sink *s, int fd, char *buf, size_t size, off_t off);
 
 /* capture.c */
 void cache_capture_free_all(struct cache *c);

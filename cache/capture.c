@@ -46,6 +46,7 @@ static void cap_put_locked(struct cache *c, struct capture *cap)
 		free(cap->path);
 	}
 	pthread_cond_destroy(&cap->cond);
+	cache_spool_sink_destroy(&cap->sink);
 	kudu_request_reset(&cap->req);
 	free(cap);
 }
@@ -131,12 +132,15 @@ static bool make_room_locked(struct cache *c, uint64_t need, const struct captur
 
 /* ---- the transfer side (transfer thread) ---- */
 
-static int on_progress(struct kudu_request *req, uint64_t bytes)
+static int on_body(struct kudu_request *req, const char *data, size_t n)
 {
 	struct capture *cap = req->arg;
 	struct cache *c = cap->cache;
-	int rc = 0;
+	uint64_t bytes = req->bytes;
+	int rc = -cache_spool_append(&cap->sink, data, n);
 
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&c->cap_lock);
 	if (cap->length < 0 && req->length >= 0) {
 		cap->length = req->length;
@@ -167,7 +171,18 @@ static void on_done(struct kudu_request *req)
 	struct app_dumps *d = &c->dumps[cap->app];
 	struct capture *next = NULL;
 	char app[300], gone[KUDU_INSTANCE_MAX] = "", other[KUDU_INSTANCE_MAX] = "";
+	int rc;
 
+	/* what the sink still holds goes to the file before anyone may take
+	 * the capture for complete; cap_lock is not held across the write */
+	if (req->err == 0 && req->status == 200) {
+		if ((rc = cache_spool_finish(&cap->sink)) < 0) {
+			req->err = rc;
+			snprintf(req->errmsg, sizeof(req->errmsg), "spool: %s", strerror(-rc));
+		}
+	} else {
+		cache_spool_sink_close(&cap->sink);
+	}
 	pthread_mutex_lock(&c->cap_lock);
 	capture_label(c, cap, app, sizeof(app));
 	cap->finished = cap->last_used = kudu_now();
@@ -258,8 +273,8 @@ static void start_locked(struct cache *c, struct capture *cap, struct capture **
 	kudu_request_init(&cap->req, c->cfg->apps[cap->app], KUDU_REQ_DUMP);
 	snprintf(cap->req.url, sizeof(cap->req.url), "%s", cap->url);
 	snprintf(cap->req.instance, sizeof(cap->req.instance), "%s", cap->inst);
-	cap->req.fd = cap->fd;
-	cap->req.on_progress = on_progress;
+	cache_spool_sink_open(&cap->sink, cap->fd);
+	cap->req.on_body = on_body;
 	cap->req.on_done = on_done;
 	cap->req.arg = cap;
 	cap->refs++; /* held by the request until on_done */
@@ -308,6 +323,7 @@ int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid
 		cap->type = type;
 		cap->state = CAP_IDLE;
 		cap->fd = -1;
+		cache_spool_sink_init(&cap->sink);
 		cap->length = -1;
 		cap->wake_at = UINT64_MAX;
 		cap->refs = 1;
@@ -524,9 +540,9 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	if (n <= 0)
 		return n;
 	/* our reference keeps fd open; bytes below cap->bytes never change */
-	n = pread(fd, buf, (size_t)want, off);
+	n = cache_spool_read(&cap->sink, fd, buf, (size_t)want, off);
 	if (n < 0)
-		return -errno;
+		return n;
 	if (n < want) {
 		/* cannot happen with an intact spool; never let it look like EOF */
 		pthread_mutex_lock(&c->cap_lock);

@@ -171,3 +171,161 @@ void cache_spool_remove_all(struct cache *c)
 	if (c->spool_dir)
 		remove_tree(c->spool_dir);
 }
+
+/* ---- a capture's spool sink (struct spool_sink in cache_priv.h) ---- */
+
+void cache_spool_sink_init(struct spool_sink *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	s->fd = -1;
+}
+
+/* At a start, under cap_lock: no reader reads before the first body byte,
+ * so the lock is not needed (and is never taken under cap_lock). */
+void cache_spool_sink_open(struct spool_sink *s, int fd)
+{
+	s->fd = fd;
+	s->fill = 0;
+	s->flushed = s->kicked = s->read_next = s->dropped = 0;
+}
+
+void cache_spool_sink_close(struct spool_sink *s)
+{
+	pthread_mutex_lock(&s->lock);
+	free(s->buf); /* a reader copying out of it holds the lock */
+	s->buf = NULL;
+	pthread_mutex_unlock(&s->lock);
+	s->fill = 0;
+}
+
+void cache_spool_sink_destroy(struct spool_sink *s)
+{
+	free(s->buf);
+	pthread_mutex_destroy(&s->lock);
+}
+
+/* The buffer to the file; readers copy out of it meanwhile (both only read
+ * it), and read the file once flushed has moved. */
+static int flush_buffer(struct spool_sink *s)
+{
+	const char *p = s->buf;
+	size_t n = s->fill;
+	uint64_t off = s->flushed;
+
+	while (n > 0) {
+		ssize_t w = pwrite(s->fd, p, n, (off_t)off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		p += w;
+		n -= (size_t)w;
+		off += (uint64_t)w;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->flushed = off;
+	pthread_mutex_unlock(&s->lock);
+	s->fill = 0;
+	if (off - s->kicked >= SPOOL_STEP) {
+		uint64_t to = off / SPOOL_STEP * SPOOL_STEP;
+
+		/* start writing the finished steps out now (asynchronous), so
+		 * that they are clean, and so can be dropped, once the reader
+		 * is past them; an error here is only a lost hint */
+		(void)sync_file_range(s->fd, (off_t)s->kicked, (off_t)(to - s->kicked),
+				      SYNC_FILE_RANGE_WRITE);
+		s->kicked = to;
+	}
+	return 0;
+}
+
+int cache_spool_append(struct spool_sink *s, const char *data, size_t n)
+{
+	int rc;
+
+	while (n > 0) {
+		size_t k;
+
+		if (!s->buf) {
+			/* no lock: no reader looks at buf before bytes are in it */
+			if (!(s->buf = malloc(SPOOL_CHUNK)))
+				return -ENOMEM;
+		}
+		k = SPOOL_CHUNK - s->fill < n ? SPOOL_CHUNK - s->fill : n;
+		memcpy(s->buf + s->fill, data, k);
+		s->fill += k;
+		data += k;
+		n -= k;
+		if (s->fill == SPOOL_CHUNK && (rc = flush_buffer(s)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int cache_spool_finish(struct spool_sink *s)
+{
+	int rc = s->fill ? flush_buffer(s) : 0;
+
+	cache_spool_sink_close(s);
+	return rc;
+}
+
+/* A sequential reader (this read starts where the last one ended) drops
+ * the page cache a step behind it. */
+static void drop_behind(struct spool_sink *s, int fd, off_t off, uint64_t end)
+{
+	uint64_t from = 0, to = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if ((uint64_t)off == s->read_next && end >= s->dropped + 2 * SPOOL_STEP) {
+		from = s->dropped;
+		to = s->dropped = end / SPOOL_STEP * SPOOL_STEP - SPOOL_STEP;
+	}
+	s->read_next = end;
+	pthread_mutex_unlock(&s->lock);
+	if (to > from)
+		(void)posix_fadvise(fd, (off_t)from, (off_t)(to - from), POSIX_FADV_DONTNEED);
+}
+
+ssize_t cache_spool_read(struct spool_sink *s, int fd, char *buf, size_t size, off_t off)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		uint64_t at = (uint64_t)off + done, flushed;
+		size_t want = size - done;
+		ssize_t n;
+
+		pthread_mutex_lock(&s->lock);
+		flushed = s->flushed;
+		if (at >= flushed) {
+			/* at the download's edge: the bytes are in the buffer,
+			 * unless the download failed and took it away */
+			bool have = s->buf && at - flushed + want <= SPOOL_CHUNK;
+
+			if (have) {
+				memcpy(buf + done, s->buf + (at - flushed), want);
+				done += want;
+			}
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (want > flushed - at)
+			want = (size_t)(flushed - at);
+		n = pread(fd, buf + done, want, (off_t)at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	drop_behind(s, fd, off, (uint64_t)off + done);
+	return (ssize_t)done;
+}

@@ -80,7 +80,7 @@ struct xfer {
 	bool in_multi;    /* added to c->multi, on c->active, counted in active_json */
 	bool decoded;     /* curl undoes a Content-Encoding: Content-Length is not the body's */
 	char reason[128]; /* HTTP/1 reason phrase of the last status line; HTTP/2 has none */
-	int local_err;    /* positive errno from pwrite or on_progress */
+	int local_err;    /* positive errno from on_body */
 	size_t body_cap;
 	char sent[KUDU_INSTANCE_MAX];     /* the ARRAffinity cookie sent, "" none */
 	char affinity[KUDU_INSTANCE_MAX]; /* Set-Cookie: ARRAffinity=... of this response ... */
@@ -127,7 +127,6 @@ void kudu_request_init(struct kudu_request *req, struct kudu_app *app, enum kudu
 	memset(req, 0, sizeof(*req));
 	req->app = app;
 	req->kind = kind;
-	req->fd = -1;
 	req->length = -1;
 	atomic_init(&req->cancel, 0);
 }
@@ -348,20 +347,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
 	if (x->preflight)
 		return n; /* the list is not wanted, only who answered it */
 	if (req->kind == KUDU_REQ_DUMP && req->status == 200) {
-		size_t off = 0;
-
-		while (off < n) {
-			ssize_t w = pwrite(req->fd, data + off, n - off, (off_t)(req->bytes + off));
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				x->local_err = errno;
-				return 0;
-			}
-			off += (size_t)w;
-		}
 		req->bytes += n;
-		if (req->on_progress && (c = req->on_progress(req, req->bytes))) {
+		if ((c = req->on_body(req, data, n))) {
 			x->local_err = c;
 			return 0;
 		}

@@ -205,18 +205,21 @@ enum kudu_req_kind { KUDU_REQ_JSON, KUDU_REQ_DUMP };
 struct kudu_request;
 /*
  * Which thread runs the callbacks:
- * - on_progress: always the client's transfer thread, inside libcurl's
+ * - on_body: always the client's transfer thread, inside libcurl's
  *   write callback.
  * - on_done: the transfer thread, once per request; with one exception:
  *   once kudu_client_free() has begun, kudu_client_submit() runs on_done
  *   (err -ECANCELED) on the caller's thread before it returns. So never
  *   call kudu_client_submit() holding a lock that on_done takes.
- * Neither may block for long: every other request waits meanwhile.
+ * Neither may block for long: every other request waits meanwhile (the
+ * cache's on_body writes a spool chunk at a time: cache/spool.c).
  */
 typedef void (*kudu_done_fn)(struct kudu_request *req);
-/* Called as body bytes land; return nonzero (a positive errno) to abort
+/* KUDU_REQ_DUMP: called on the transfer thread with each piece of a 200
+ * body as it lands, req->bytes already counting it. The callee keeps the
+ * bytes (the cache spools them); return nonzero (a positive errno) to abort
  * the transfer with that error. */
-typedef int (*kudu_progress_fn)(struct kudu_request *req, uint64_t bytes);
+typedef int (*kudu_body_fn)(struct kudu_request *req, const char *data, size_t n);
 
 struct kudu_request {
 	/* filled by the caller */
@@ -229,8 +232,7 @@ struct kudu_request {
 	 * the client's current instance of the app. */
 	char instance[KUDU_INSTANCE_MAX];
 	bool arm; /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
-	int fd;   /* KUDU_REQ_DUMP: body is pwrite()n here */
-	kudu_progress_fn on_progress;
+	kudu_body_fn on_body; /* KUDU_REQ_DUMP: where the body goes */
 	kudu_done_fn on_done; /* see kudu_done_fn for the thread; may free the request */
 	void *arg;
 	atomic_int cancel; /* set to a positive errno to abort */

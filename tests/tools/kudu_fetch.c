@@ -51,6 +51,16 @@ static int arg_int(const char *s)
 	return (int)v;
 }
 
+/* The dump's output file: req->arg is kudu_client_fetch's own. */
+static FILE *out;
+
+/* the dump body to the output file, as the cache's sink does to a spool */
+static int write_body(struct kudu_request *req, const char *data, size_t n)
+{
+	(void)req;
+	return fwrite(data, 1, n, out) == n ? 0 : EIO;
+}
+
 int main(int argc, char **argv)
 {
 	struct kudu_config cfg;
@@ -98,9 +108,9 @@ int main(int argc, char **argv)
 		kudu_request_init(&req, cfg.apps[0], KUDU_REQ_DUMP);
 		kudu_url_dump(cfg.apps[0], pid, (enum kudu_dump_type)arg_int(argv[i + 2]), req.url,
 			      sizeof(req.url));
-		req.fd = open(argv[i + 3], O_RDWR | O_CREAT | O_TRUNC, 0600);
-		if (req.fd < 0)
+		if (!(out = fopen(argv[i + 3], "w")))
 			return 2;
+		req.on_body = write_body;
 	} else {
 		return 2;
 	}
@@ -114,8 +124,8 @@ int main(int argc, char **argv)
 		       req.status, req.attempts, kudu_now() - t0, req.errmsg);
 	if (req.kind == KUDU_REQ_JSON && rc == 0)
 		fprintf(stderr, "%s", req.body);
-	if (req.fd >= 0)
-		close(req.fd);
+	if (out && fclose(out) != 0 && rc == 0)
+		rc = -EIO;
 	kudu_request_reset(&req);
 	kudu_client_free(client);
 	kudu_config_free(&cfg);

@@ -2,8 +2,8 @@
  * A fake request submitter for the cache's unit tests (test_cache.c,
  * test_meta.c): put in the cache's c->submit instead of kudu_client_submit,
  * it records each request and completes it only when a test says so, the
- * way the transfer thread would (for a dump: body pwrite()n into req->fd and
- * on_progress with the running total; for JSON: req->body; then on_done).
+ * way the transfer thread would (for a dump: the body through on_body, with
+ * req->bytes counting it; for JSON: req->body; then on_done).
  * Blocking fetches (cache_fetch) go through it too: their caller waits in
  * kudu_client_fetch_via until the test completes the request.
  *
@@ -75,8 +75,8 @@ static inline struct kudu_request *fake_req(int i)
 }
 
 /* Deliver body bytes [from, from+len) of dump request i, as the transfer
- * thread does: pwrite into req->fd, then on_progress with the running total.
- * Returns on_progress's verdict (0 or a positive errno). */
+ * thread does: req->bytes counts them, then on_body takes them.
+ * Returns on_body's verdict (0 or a positive errno). */
 static inline int fake_body(int i, const char *data, size_t len, int64_t content_length)
 {
 	struct kudu_request *req = fake_req(i);
@@ -85,10 +85,8 @@ static inline int fake_body(int i, const char *data, size_t len, int64_t content
 		return -1;
 	req->status = 200;
 	req->length = content_length;
-	if (pwrite(req->fd, data, len, (off_t)req->bytes) != (ssize_t)len)
-		return EIO;
 	req->bytes += len;
-	return req->on_progress(req, req->bytes);
+	return req->on_body(req, data, len);
 }
 
 /* End request i: err 0 with status 200 is a success, else a failure (a

@@ -2,7 +2,7 @@
  * Unit tests for cache/'s dump captures, without FUSE or a network: the
  * cache's request submitter is replaced by fake_submit.h's, which records
  * each dump request and completes it when a test says so, writing the body
- * into req->fd and calling on_progress/on_done as the transfer thread would.
+ * through on_body and calling on_done as the transfer thread would.
  *
  * Covered: one dump per app at a time and a FIFO behind it, eviction under
  * cache_max, the retry of a dump after a 401 with a refreshed token, a
