@@ -22,8 +22,8 @@
  *                 bytes land (waking every 200 ms to poll the interrupted
  *                 callback), and in token_command after a dump's 401.
  *   transfer      kudu/client.c, one per client: drives libcurl and calls
- *                 every request's on_progress and on_done (capture.c's
- *                 on_progress/on_done, meta.c's prefetch_done and
+ *                 every request's on_body and on_done (capture.c's
+ *                 on_body/on_done, meta.c's prefetch_done and
  *                 list_prefetch_done, the client's fetch_done that wakes a
  *                 blocking fetch's caller), holding no lock of ours. It never
  *                 waits for a worker; on_done may submit the app's next
@@ -41,8 +41,10 @@
  *   A request submitted once kudu_client_free() has begun is completed at
  *   once with -ECANCELED by the submitting thread (kudu.h, kudu_done_fn). In the
  *   mount only the transfer thread itself submits then (a cancelled dump's
- *   on_done starting the app's next queued one), so on_done and on_progress
- *   always run on the transfer thread. Every request of cache/ goes through
+ *   on_done starting the app's next queued one), so on_done and on_body
+ *   always run on the transfer thread. They write dump bodies to the spool
+ *   (spool.c: a 1 MiB pwrite() at a time, and sync_file_range to start its
+ *   writeback), holding no lock of ours. Every request of cache/ goes through
  *   c->submit, but instance discovery's (kudu_instances_discover makes them
  *   with kudu_client_fetch; with `instances =` configured it makes none).
  *   The unit tests replace c->submit with a fake (tests/unit/fake_submit.h)
@@ -67,6 +69,11 @@
  *                        capture's cond goes with it (bytes landed, or the
  *                        state changed), and so does readers_left (the last
  *                        waiting reader returned after cache_readers_leave).
+ *   spool_sink.lock      a capture's sink (cache_priv.h): its buffer (freeing it,
+ *                        a reader copying out of it), flushed, read_next and
+ *                        dropped. A leaf: held for a copy of one read's bytes
+ *                        or a few fields, never across I/O, never under
+ *                        cap_lock. fill and kicked are the transfer thread's.
  *   kudu_client.lock     the client's incoming queue and stopping flag.
  *   kudu_app.token_lock  the app's bearer tokens, Kudu's and ARM's, and their
  *                        generations (replaced by kudu_app_refresh_token /
@@ -86,8 +93,8 @@
  *     teardown: fs_release_handles() holds handles_lock while releasing
  *     captures (cap_lock). So the order is handles_lock, then cap_lock.
  *   - None is held across a network wait, a request submission (c->submit
- *     may run on_done before it returns), token_command, a pread() of
- *     spool data, or a call into fs/. Code that must do one of these drops
+ *     may run on_done before it returns), token_command, a read or write
+ *     of spool data, or a call into fs/. Code that must do one of these drops
  *     the lock and looks at the state again after retaking it
  *     (begin_locked, retry_auth_locked, meta.c's fetches).
  *
@@ -100,7 +107,7 @@
  * dump).
  *
  * Capture states (capture.state, cap_lock). W: a FUSE worker moves it,
- * T: the transfer thread (on_progress/on_done).
+ * T: the transfer thread (on_body/on_done).
  *
  *                  cache_capture_acquire: new, in the table
  *                                 |
@@ -118,8 +125,8 @@
  *                             FETCHING <--------------+              |
  *                              |     |                               |
  *          T: 200 with a dump  |     |  T: an error, an empty or     |
- *             body             |     |  text/JSON 200, or ENOSPC     |
- *                              v     v  from on_progress             |
+ *             body, all of it  |     |  text/JSON 200, or ENOSPC     |
+ *             in the file      v     v  (cache_max, spool write)     |
  *                        COMPLETE   FAILED --------------------------+
  *                                      W: a 401 on a token_command app:
  *                                         a reader runs token_command
@@ -276,9 +283,10 @@ int cache_capture_acquire(struct cache *c, size_t app, const char *inst, int pid
  * bytes. Returns bytes read (0 at the end of a complete dump) or -errno. */
 ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size_t size, off_t off,
 			   cache_interrupted_fn interrupted);
-/* Wait until `size` bytes at `off` are in the spool (or the dump ended);
- * returns how many are ready and the spool fd, valid while the reference
- * is held. */
+/* Wait until `size` bytes at `off` have arrived (or the dump ended);
+ * returns how many are ready, and the spool fd, valid while the reference
+ * is held. The last ones may not be in the file yet (the sink's buffer):
+ * read them with cache_capture_read. */
 ssize_t cache_capture_wait(struct cache *c, struct capture *cap, size_t size, off_t off,
 			   cache_interrupted_fn interrupted, int *fd);
 void cache_capture_release(struct cache *c, struct capture *cap);

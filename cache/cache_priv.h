@@ -85,9 +85,9 @@ struct app_dumps {
  * Threads: the transfer thread appends and flushes; readers copy. The
  * buffer's bytes below what a reader may ask for (cap->bytes, seen under
  * cap_lock after the append) do not change until flushed has moved past
- * them, so only that move, freeing the buffer and a reader's copy out of it
- * take the lock. It is a leaf: nothing is taken under it, and it is never
- * taken under cap_lock.
+ * them, so only that move, freeing the buffer, a reader's copy out of it
+ * and a reader's drop bookkeeping take the lock. It is a leaf: nothing is
+ * taken under it, and it is never taken under cap_lock.
  */
 #define SPOOL_CHUNK (1u << 20)
 #define SPOOL_STEP (8u << 20)

@@ -229,8 +229,9 @@ static void on_done(struct kudu_request *req)
 		/* and its blocks go now, not when the last reference closes the
 		 * fd: a failed capture stays in the table until read again, and
 		 * a full disk is often why it failed. A reader between wait and
-		 * pread gets a short read, which cache_capture_read turns into
-		 * this capture's error, never an EOF. */
+		 * its read gets a short read (the file truncated, the sink's
+		 * buffer gone), which cache_capture_read turns into this
+		 * capture's error, never an EOF. */
 		if (cap->fd >= 0 && ftruncate(cap->fd, 0) < 0)
 			kudu_log(LOG_WARNING, "%s/%d: %s: cannot free its spool: %s", app, cap->pid,
 				 cap_kind(cap), strerror(errno));
@@ -544,8 +545,12 @@ ssize_t cache_capture_read(struct cache *c, struct capture *cap, char *buf, size
 	if (n < 0)
 		return n;
 	if (n < want) {
-		/* cannot happen with an intact spool; never let it look like EOF */
+		/* The download failed under this read: on_done closed the sink
+		 * (its buffer went) and is about to say why. Never an EOF, and
+		 * the capture's own error, not a guess. */
 		pthread_mutex_lock(&c->cap_lock);
+		while (cap->state == CAP_FETCHING)
+			pthread_cond_wait(&cap->cond, &c->cap_lock);
 		n = cap->state == CAP_FAILED ? cap->err : -EIO;
 		pthread_mutex_unlock(&c->cap_lock);
 	}

@@ -215,8 +215,8 @@ struct kudu_request;
  * cache's on_body writes a spool chunk at a time: cache/spool.c).
  */
 typedef void (*kudu_done_fn)(struct kudu_request *req);
-/* KUDU_REQ_DUMP: called on the transfer thread with each piece of a 200
- * body as it lands, req->bytes already counting it. The callee keeps the
+/* KUDU_REQ_DUMP (required there): called on the transfer thread with each
+ * piece of a 200 body as it lands, req->bytes already counting it. The callee keeps the
  * bytes (the cache spools them); return nonzero (a positive errno) to abort
  * the transfer with that error. */
 typedef int (*kudu_body_fn)(struct kudu_request *req, const char *data, size_t n);
