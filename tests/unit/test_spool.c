@@ -69,6 +69,22 @@ static void spool_path(char *path, size_t len)
 	snprintf(path, len, "%s/spool-test-%d.dmp", dir, (int)getpid());
 }
 
+/* A new spool file (flags: O_RDWR, or O_RDONLY for a write error) and a
+ * sink open on it; its fd, or -1 (a failed check). */
+static int sink_on_new_file(struct spool_sink *s, char *path, size_t len, int flags)
+{
+	int fd;
+
+	spool_path(path, len);
+	fd = open(path, flags | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+	if (fd < 0)
+		return -1;
+	cache_spool_sink_init(s);
+	cache_spool_sink_open(s, fd);
+	return fd;
+}
+
 static void test_append_and_read(void)
 {
 	struct spool_sink s;
@@ -78,13 +94,12 @@ static void test_append_and_read(void)
 	int fd, bad = 0;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
-	spool_path(path, sizeof(path));
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	CHECK(fd >= 0 && piece && back, "spool file %s: %s", path, strerror(errno));
-	if (fd < 0 || !piece || !back)
-		goto out;
-	cache_spool_sink_init(&s);
-	cache_spool_sink_open(&s, fd);
+	CHECK(piece && back, "malloc");
+	if (!piece || !back || (fd = sink_on_new_file(&s, path, sizeof(path), O_RDWR)) < 0) {
+		free(piece);
+		free(back);
+		return;
+	}
 	/* odd pieces, as curl hands them over, across every step boundary */
 	while (off < TOTAL) {
 		size_t n = TOTAL - off < 100003 ? (size_t)(TOTAL - off) : 100003;
@@ -151,7 +166,6 @@ static void test_append_and_read(void)
 	      "read again from 0: %zd", n);
 	cache_spool_sink_destroy(&s);
 	close(fd);
-out:
 	unlink(path);
 	free(piece);
 	free(back);
@@ -166,13 +180,8 @@ static void test_failed_download(void)
 	char path[512], back[16];
 	int fd;
 
-	spool_path(path, sizeof(path));
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	CHECK(fd >= 0, "open %s", path);
-	if (fd < 0)
+	if ((fd = sink_on_new_file(&s, path, sizeof(path), O_RDWR)) < 0)
 		return;
-	cache_spool_sink_init(&s);
-	cache_spool_sink_open(&s, fd);
 	CHECK(cache_spool_append(&s, "0123456789", 10) == 0, "append");
 	CHECK(cache_spool_read(&s, fd, back, 4, 3) == 4 && !memcmp(back, "3456", 4),
 	      "read from the buffer");
@@ -225,13 +234,8 @@ static void test_reader_at_the_edge(void)
 	int bad = 0, reads = 0, from_buffer = 0;
 	pthread_t t;
 
-	spool_path(path, sizeof(path));
-	r.fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	CHECK(r.fd >= 0, "open %s", path);
-	if (r.fd < 0)
+	if ((r.fd = sink_on_new_file(&r.s, path, sizeof(path), O_RDWR)) < 0)
 		return;
-	cache_spool_sink_init(&r.s);
-	cache_spool_sink_open(&r.s, r.fd);
 	atomic_init(&r.published, 0);
 	atomic_init(&r.done, false);
 	if (pthread_create(&t, NULL, race_appender, &r) != 0) {
@@ -279,13 +283,8 @@ static void test_write_error(void)
 	char path[512];
 	int fd;
 
-	spool_path(path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	CHECK(fd >= 0, "open %s", path);
-	if (fd < 0)
+	if ((fd = sink_on_new_file(&s, path, sizeof(path), O_RDONLY)) < 0)
 		return;
-	cache_spool_sink_init(&s);
-	cache_spool_sink_open(&s, fd);
 	CHECK(cache_spool_append(&s, "dump", 4) == 0, "buffered");
 	CHECK(cache_spool_finish(&s) == -EBADF, "a write error is its -errno");
 	cache_spool_sink_destroy(&s);
