@@ -41,7 +41,8 @@ which), 2 if the bench itself failed.
 
 Knobs (environment): BENCH_ROUNDS (3), BENCH_LINK_MIB (1024),
 BENCH_STREAM_MIB (2048), BENCH_MEM_MIB (5120), BENCH_LIST_ROUNDS (5),
-BENCH_FLEET_ROUNDS (1), BENCH_MEM_ROUNDS (1), BENCH_HUGE_PROCS (10000),
+BENCH_FLEET_ROUNDS (1), BENCH_FLEET_KUDUFS_RUNS (3: kudufs-to-blob's side
+of a fleet round is their median), BENCH_MEM_ROUNDS (1), BENCH_HUGE_PROCS (10000),
 BENCH_ONLY (comma list of phases: link,stream,finished,listing,many,fleet,
 ttfb,memory), BENCH_OUT (bench.json path), BENCH_WAIT_QUIET (seconds to wait
 at start for other processes to leave the CPUs alone, 60), KUDUFS_BIN.
@@ -72,6 +73,7 @@ OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench.json"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 LIST_ROUNDS = int(os.environ.get("BENCH_LIST_ROUNDS", "5"))
 FLEET_ROUNDS = int(os.environ.get("BENCH_FLEET_ROUNDS", "1"))
+FLEET_KUDUFS_RUNS = int(os.environ.get("BENCH_FLEET_KUDUFS_RUNS", "3"))
 MIB = 1 << 20
 GIB = 1 << 30
 LINK_SIZE = int(os.environ.get("BENCH_LINK_MIB", "1024")) * MIB
@@ -755,6 +757,29 @@ class Bench:
                      note=f"kudufs {fmt_s(k)}, curl loop {fmt_s(c)}; peak concurrent requests {peak}")
 
     # -- fleet collection ----------------------------------------------------
+    def fleet_record(self, az, cont, t, d0, n):
+        """One side's record, once its n dumps are checked to be blobs in cont."""
+        blobs = az.list_blobs(cont)
+        dumps = [b for b in blobs if b.endswith(".dmp")]
+        if len(dumps) != n:
+            raise RuntimeError(f"fleet: {len(dumps)} dump blobs in {cont}, want {n}")
+        return t.record(dumps=len(dumps), blob_bytes=sum(blobs[b]["length"] for b in dumps),
+                        dump_requests=sum(self.dumps_requested(a) for a in FLEET) - d0)
+
+    def fleet_kudufs_run(self, az, cont, cfg, env, n):
+        """kudufs-to-blob --parallel 20 over the fleet into a new container cont."""
+        az.create_container(cont)
+        d0 = sum(self.dumps_requested(a) for a in FLEET)
+        with Meter(self) as t:
+            p = run([SYSTEM_PYTHON, TO_BLOB, "--config", cfg, "--parallel", "20",
+                     "--container", cont, "--quiet"], stdout=subprocess.PIPE,
+                    check=False, env=env, timeout=900)
+        ok = [ln for ln in p.stdout.decode().splitlines() if ln.startswith("OK ")]
+        if p.returncode != 0 or len(ok) != n:
+            raise RuntimeError(f"kudufs-to-blob exited {p.returncode} with {len(ok)} OK"
+                               f" of {n}: {p.stderr.decode(errors='replace')[-1500:]}")
+        return self.fleet_record(az, cont, t, d0, n)
+
     def phase_fleet(self):
         name = (f"fleet collection (kudufs-to-blob --parallel 20: {FLEET_APPS} apps x"
                 f" {FLEET_INSTANCES} instances, {FLEET_DELAY} s generation)")
@@ -790,42 +815,34 @@ class Bench:
             '    echo "$app $id"\n'
             '  done\n'
             'done\n')
-        raw = {"kudufs_to_blob": [], "curl_loop": [], "apps": FLEET_APPS, "instances": FLEET_INSTANCES,
-               "dump_delay_s": FLEET_DELAY}
+        raw = {"kudufs_to_blob": [], "kudufs_to_blob_runs": [], "curl_loop": [], "apps": FLEET_APPS,
+               "instances": FLEET_INSTANCES, "dump_delay_s": FLEET_DELAY}
         ratios = []
         try:
             for i in range(FLEET_ROUNDS):
                 res = {}
                 for side in self.order(i):
-                    cont = f"fleet{i}{'k' if side == 0 else 'c'}"
+                    if side == 0:
+                        # ~8 s against the loop's 2 minutes: the median of FLEET_KUDUFS_RUNS
+                        # runs, each into a container of its own, so one noisy second on
+                        # this shared machine is not the row's verdict
+                        runs = [self.fleet_kudufs_run(az, f"fleet{i}k{j}", cfg, env, n)
+                                for j in range(FLEET_KUDUFS_RUNS)]
+                        raw["kudufs_to_blob_runs"] += runs
+                        res[0] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+                        continue
+                    cont = f"fleet{i}c"
                     az.create_container(cont)
                     d0 = sum(self.dumps_requested(a) for a in FLEET)
-                    if side == 0:
-                        with Meter(self) as t:
-                            p = run([SYSTEM_PYTHON, TO_BLOB, "--config", cfg, "--parallel", "20",
-                                     "--container", cont, "--quiet"], stdout=subprocess.PIPE,
-                                    check=False, env=env, timeout=900)
-                        ok = [ln for ln in p.stdout.decode().splitlines() if ln.startswith("OK ")]
-                        if p.returncode != 0 or len(ok) != n:
-                            raise RuntimeError(f"kudufs-to-blob exited {p.returncode} with {len(ok)} OK"
-                                               f" of {n}: {p.stderr.decode(errors='replace')[-1500:]}")
-                    else:
-                        work = os.path.join(self.tmp, "fleet-loop")
-                        os.mkdir(work)
-                        sas = az.container_sas_url(cont).split("?", 1)[1]
-                        dest = f"{az.endpoint}/{cont}"
-                        with Meter(self) as t:
-                            p = run(["bash", "-c", loop, "loop", self.curlcfg, work, dest, sas,
-                                     *[self.emu.url(a) for a in FLEET]], stdout=subprocess.PIPE,
-                                    timeout=1800)
-                        shutil.rmtree(work, ignore_errors=True)
-                        ok = p.stdout.decode().splitlines()
-                    blobs = az.list_blobs(cont)
-                    dumps = [b for b in blobs if b.endswith(".dmp")]
-                    if len(dumps) != n:
-                        raise RuntimeError(f"fleet: {len(dumps)} dump blobs in {cont}, want {n}")
-                    res[side] = t.record(dumps=len(dumps), blob_bytes=sum(blobs[b]["length"] for b in dumps),
-                                         dump_requests=sum(self.dumps_requested(a) for a in FLEET) - d0)
+                    work = os.path.join(self.tmp, "fleet-loop")
+                    os.mkdir(work)
+                    sas = az.container_sas_url(cont).split("?", 1)[1]
+                    dest = f"{az.endpoint}/{cont}"
+                    with Meter(self) as t:
+                        run(["bash", "-c", loop, "loop", self.curlcfg, work, dest, sas,
+                             *[self.emu.url(a) for a in FLEET]], stdout=subprocess.PIPE, timeout=1800)
+                    shutil.rmtree(work, ignore_errors=True)
+                    res[1] = self.fleet_record(az, cont, t, d0, n)
                 raw["kudufs_to_blob"].append(res[0])
                 raw["curl_loop"].append(res[1])
                 ratios.append(res[1]["wall_s"] / res[0]["wall_s"])
@@ -836,7 +853,7 @@ class Bench:
         c = statistics.median(r["wall_s"] for r in raw["curl_loop"])
         floor = FLEET_INSTANCES * FLEET_DELAY
         self.add_row(name, ratios, ">=", 15.0, raw, "speedup: curl loop s / kudufs-to-blob s",
-                     extra_pass=all(r["dump_requests"] == n for r in raw["kudufs_to_blob"]),
+                     extra_pass=all(r["dump_requests"] == n for r in raw["kudufs_to_blob_runs"]),
                      note=f"kudufs-to-blob {fmt_s(k)}, loop {fmt_s(c)}; floor: one dump at a time per app"
                           f" = {FLEET_INSTANCES} x {FLEET_DELAY} s = {floor} s; ids {sum(map(len, ids.values()))}")
 
