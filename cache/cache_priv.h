@@ -89,8 +89,8 @@ struct app_dumps {
  * and a reader's drop bookkeeping take the lock. It is a leaf: nothing is
  * taken under it, and it is never taken under cap_lock.
  */
-#define SPOOL_CHUNK (1u << 20)
-#define SPOOL_STEP (8u << 20)
+#define SPOOL_CHUNK ((size_t)1 << 20)
+#define SPOOL_STEP (UINT64_C(8) << 20)
 
 struct spool_sink {
 	int fd;               /* transfer thread: the spool file (the capture's fd) */

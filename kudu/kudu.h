@@ -231,7 +231,7 @@ struct kudu_request {
 	 * rerouted, served_by the other one). "": the app-level view, pinned to
 	 * the client's current instance of the app. */
 	char instance[KUDU_INSTANCE_MAX];
-	bool arm; /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
+	bool arm;             /* to ARM: the ARM bearer token, no cookie, no Kudu credentials */
 	kudu_body_fn on_body; /* KUDU_REQ_DUMP: where the body goes */
 	kudu_done_fn on_done; /* see kudu_done_fn for the thread; may free the request */
 	void *arg;

@@ -64,8 +64,7 @@ static void spool_path(char *path, size_t len)
 	 * directory is the source tree, on disk) */
 	if (statfs(tmpdir, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
 		dir = ".";
-	CHECK(statfs(dir, &sf) == 0 && sf.f_type != TMPFS_MAGIC, "%s: want a disk filesystem",
-	      dir);
+	CHECK(statfs(dir, &sf) == 0 && sf.f_type != TMPFS_MAGIC, "%s: want a disk filesystem", dir);
 	snprintf(path, len, "%s/spool-test-%d.dmp", dir, (int)getpid());
 }
 
@@ -144,8 +143,8 @@ static void test_append_and_read(void)
 		for (ssize_t i = 0; i < n; i++)
 			bad += back[i] != byte_at(off + (uint64_t)i);
 	}
-	CHECK(off == TOTAL && bad == 0, "read back %llu bytes, %d wrong",
-	      (unsigned long long)off, bad);
+	CHECK(off == TOTAL && bad == 0, "read back %llu bytes, %d wrong", (unsigned long long)off,
+	      bad);
 	CHECK(cache_spool_read(&s, fd, (char *)back, READ_SIZE, TOTAL) == 0, "EOF after the end");
 
 	/* behind it, two steps from the end: dropped; the last step: kept */
@@ -162,7 +161,8 @@ static void test_append_and_read(void)
 
 	/* a reader coming back reads the file (from disk) again */
 	n = cache_spool_read(&s, fd, (char *)back, READ_SIZE, 0);
-	CHECK(n == READ_SIZE && back[0] == byte_at(0) && back[READ_SIZE - 1] == byte_at(READ_SIZE - 1),
+	CHECK(n == READ_SIZE && back[0] == byte_at(0) &&
+		      back[READ_SIZE - 1] == byte_at(READ_SIZE - 1),
 	      "read again from 0: %zd", n);
 	cache_spool_sink_destroy(&s);
 	close(fd);
