@@ -1,7 +1,9 @@
 /*
  * Spool directories and files: cache_dir (created private, checked before
  * the daemon detaches), this daemon's spool-<pid> inside it, the spools of
- * daemons that are gone, and one file per capture.
+ * daemons that are gone, and one file per capture; and each capture's
+ * sink, the way its body goes into that file and back out to readers
+ * (the block above struct spool_sink in cache_priv.h says why so).
  *
  * Dumps hold process memory: every directory is 0700 and every file 0600,
  * opened O_EXCL so nothing planted in the spool is ever written through.
